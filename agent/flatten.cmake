@@ -1,0 +1,17 @@
+# cmake -DOBJ=agent.o -DBIN=agent.bin -DOBJCOPY=... -DREADELF=... -P flatten.cmake
+# Checks the agent object has no relocations and copies its .text out as a flat page.
+execute_process(COMMAND ${READELF} -r ${OBJ} OUTPUT_VARIABLE relocs RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "readelf failed on ${OBJ}")
+endif()
+if(NOT relocs MATCHES "There are no relocations")
+  message(FATAL_ERROR "the agent is not position independent:\n${relocs}")
+endif()
+execute_process(COMMAND ${OBJCOPY} -O binary -j .text ${OBJ} ${BIN} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "objcopy failed on ${OBJ}")
+endif()
+file(SIZE ${BIN} size)
+if(NOT size EQUAL 4096)
+  message(FATAL_ERROR "the agent page is ${size} bytes, not 4096")
+endif()

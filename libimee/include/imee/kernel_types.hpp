@@ -1,0 +1,55 @@
+// Kernel struct layouts from BTF, read through libbpf.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct btf;  // libbpf
+
+namespace imee {
+
+class KernelTypes {
+ public:
+  // Loads BTF from a raw BTF file (a copy of /sys/kernel/btf/vmlinux), an ELF vmlinux with a .BTF
+  // section, or a compressed kernel image (bzImage/vmlinuz with a gzip, xz, lzma or zstd payload).
+  // Throws imee::Exception with a clear message for missing, unrecognised or corrupt input.
+  static KernelTypes load(const std::string& path);
+
+  KernelTypes(KernelTypes&&) noexcept;
+  KernelTypes& operator=(KernelTypes&&) noexcept;
+  ~KernelTypes();
+
+  struct Member {
+    std::uint64_t offset = 0;  // bytes from the start of the outer struct
+    std::uint64_t size = 0;    // bytes
+  };
+  // A member of a struct or union, searched through anonymous nested structs/unions. Bitfields are
+  // not supported (returns nullopt).
+  std::optional<Member> member(std::string_view type_name, std::string_view member_name) const;
+  std::optional<std::uint64_t> type_size(std::string_view type_name) const;
+
+  // "Linux version ..." strings in the image's data (none when loaded from raw BTF), each with
+  // its offset from the image's _text when the ELF's segments tell it.
+  static constexpr std::uint64_t kUnknownOffset = ~0ull;
+  struct Banner {
+    std::uint64_t text_offset = kUnknownOffset;
+    std::string text;
+  };
+  const std::vector<Banner>& banners() const { return banners_; }
+  // The banner at `text_offset` from _text (pass linux_banner's offset), or "" if none is there.
+  std::string banner_at(std::uint64_t text_offset) const;
+
+ private:
+  struct BtfDeleter {
+    void operator()(struct btf* btf) const;
+  };
+  KernelTypes() = default;
+  std::unique_ptr<struct btf, BtfDeleter> btf_;
+  std::vector<Banner> banners_;
+};
+
+}  // namespace imee

@@ -1,0 +1,59 @@
+// A session on a live Linux target: a backend, the kernel's profile, and where this boot put the
+// kernel (KASLR slide, page-table root, paging mode) found from guest memory alone.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "imee/backend.hpp"
+#include "imee/linux_profile.hpp"
+
+namespace imee {
+
+struct KernelLocation {
+  std::uint64_t text_va = 0;           // where _text is in this boot (KASLR)
+  std::uint64_t text_gpa = 0;          // where the kernel image was loaded physically
+  AddressSpace space;                  // the kernel's page tables (init_top_pgt) and paging mode
+  std::uint64_t page_offset_base = 0;  // start of the direct map of physical memory
+};
+
+// Finds the kernel in guest RAM: the banner at a 2 MiB-aligned load address plus its offset
+// from _text gives the image's GPA; init_top_pgt's GPA follows, and the paging mode and virtual
+// slide are the ones under which _text translates back to that GPA. Throws if not found.
+KernelLocation locate_kernel(MemoryBackend& backend, const LinuxProfile& profile);
+
+class Session {
+ public:
+  Session(MemoryBackend& backend, LinuxProfile profile);
+
+  MemoryBackend& backend() { return backend_; }
+  const LinuxProfile& profile() const { return profile_; }
+  const KernelLocation& kernel() const { return kernel_; }
+  const AddressSpace& kernel_space() const { return kernel_.space; }
+
+  std::uint64_t symbol(std::string_view name) const;  // this boot's VA
+  // The address space of a process, from its mm_struct's pgd (a direct-map VA).
+  AddressSpace user_space(std::uint64_t pgd_va) const;
+
+  // Kernel-space reads. Each walks the guest's current page tables.
+  Status read(std::uint64_t va, std::span<std::byte> dst) {
+    return backend_.read(kernel_.space, va, dst);
+  }
+  Expected<std::vector<std::byte>> read(std::uint64_t va, std::size_t len);
+  Expected<std::uint32_t> u32(std::uint64_t va);
+  Expected<std::uint64_t> u64(std::uint64_t va);
+  Expected<std::uint64_t> pointer(std::uint64_t va) { return u64(va); }
+  // A NUL-terminated string of at most max_len bytes (without the NUL).
+  Expected<std::string> cstring(std::uint64_t va, std::size_t max_len);
+  void read_batch(std::span<ReadRequest> requests) { backend_.read_batch(requests); }
+
+ private:
+  MemoryBackend& backend_;
+  LinuxProfile profile_;
+  KernelLocation kernel_;
+};
+
+}  // namespace imee

@@ -1,0 +1,641 @@
+#include "imee/kernel_types.hpp"
+
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <lzma.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "imee/error.hpp"
+
+namespace imee {
+
+namespace {
+
+using Bytes = std::span<const std::uint8_t>;
+
+// Debian's vmlinux.bin is ~66 MB; a limit keeps a decompression bomb from eating the host.
+constexpr std::size_t kMaxDecompressed = std::size_t{1} << 30;
+constexpr std::uint64_t kLzmaMemLimit = std::uint64_t{512} << 20;
+// Fallback magic search (non-bzImage input): how many candidate payloads to try.
+constexpr int kMaxPayloadCandidates = 8;
+// Bounds the search through anonymous members: hostile BTF can nest them as a deep DAG (each level
+// holding the next twice), which a plain depth-first search would walk exponentially. Real kernels
+// need a few hundred member visits for task_struct.
+constexpr int kMaxNesting = 32;
+constexpr int kMaxMemberVisits = 1 << 16;
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+std::uint16_t le16(const std::uint8_t* p) {
+  return static_cast<std::uint16_t>(p[0] | p[1] << 8);
+}
+std::uint32_t le32(const std::uint8_t* p) {
+  return le16(p) | std::uint32_t{le16(p + 2)} << 16;
+}
+std::uint64_t le64(const std::uint8_t* p) {
+  return le32(p) | std::uint64_t{le32(p + 4)} << 32;
+}
+
+constexpr std::string_view kElfMagic = "\177ELF";
+
+bool starts_with(Bytes b, std::string_view magic) {
+  return b.size() >= magic.size() && std::memcmp(b.data(), magic.data(), magic.size()) == 0;
+}
+
+// The input file, mapped when possible (a vmlinux with DWARF is close to 1 GB) and read otherwise
+// (sysfs files such as /sys/kernel/btf/vmlinux cannot be mapped).
+class InputFile {
+ public:
+  explicit InputFile(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Exception(path + ": cannot open: " + errno_text(errno));
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw Exception(path + ": cannot stat: " + errno_text(errno));
+    if (S_ISDIR(st.st_mode)) throw Exception(path + ": is a directory");
+    if (S_ISREG(st.st_mode) && st.st_size > 0) {
+      void* map = ::mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (map != MAP_FAILED) {
+        map_ = map;
+        size_ = static_cast<std::size_t>(st.st_size);
+        return;
+      }
+    }
+    data_.resize(st.st_size > 0 ? static_cast<std::size_t>(st.st_size) + 1 : 1 << 20);
+    std::size_t used = 0;
+    for (;;) {
+      if (used == data_.size()) {
+        if (data_.size() >= kMaxDecompressed) throw Exception(path + ": file too large");
+        data_.resize(data_.size() * 2);
+      }
+      const ssize_t n = ::read(fd, data_.data() + used, data_.size() - used);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw Exception(path + ": read failed: " + errno_text(errno));
+      }
+      if (n == 0) break;
+      used += static_cast<std::size_t>(n);
+    }
+    data_.resize(used);
+    size_ = used;
+  }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  ~InputFile() {
+    if (map_ != nullptr) ::munmap(map_, size_);
+  }
+
+  Bytes bytes() const {
+    return map_ != nullptr ? Bytes(static_cast<const std::uint8_t*>(map_), size_) : Bytes(data_);
+  }
+
+ private:
+  void* map_ = nullptr;
+  std::size_t size_ = 0;
+  std::vector<std::uint8_t> data_;
+};
+
+// Thrown from the decompressors; the caller adds the file name.
+struct DecodeError {
+  std::string why;
+};
+
+// Growable output for the decompressors, in anonymous memory: nothing is zeroed up front, growth
+// is an mremap rather than a copy, and huge pages cut the page faults for a 60+ MB kernel by ~500x.
+class Buffer {
+ public:
+  // Slack past an exact size hint: the decoder wants output room before it reports the end.
+  explicit Buffer(std::size_t hint) {
+    grow(std::clamp<std::size_t>(hint + (1 << 20), 1 << 20, kMaxDecompressed));
+  }
+  Buffer(Buffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        capacity_(std::exchange(other.capacity_, 0)) {}
+  Buffer& operator=(Buffer&&) = delete;
+  ~Buffer() {
+    if (data_ != nullptr) ::munmap(data_, capacity_);
+  }
+
+  // Makes room for more output; false when the size limit is reached.
+  bool ensure_room() {
+    if (size_ < capacity_) return true;
+    if (capacity_ >= kMaxDecompressed) return false;
+    grow(std::min(capacity_ * 2, kMaxDecompressed));
+    return true;
+  }
+  std::uint8_t* tail() { return static_cast<std::uint8_t*>(data_) + size_; }
+  std::size_t room() const { return capacity_ - size_; }
+  void commit(std::size_t n) { size_ += n; }
+  Bytes bytes() const { return Bytes(static_cast<const std::uint8_t*>(data_), size_); }
+
+ private:
+  void grow(std::size_t capacity) {
+    void* p = data_ == nullptr ? ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE,
+                                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                               : ::mremap(data_, capacity_, capacity, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) throw DecodeError{"out of memory for the decompressed kernel"};
+    ::madvise(p, capacity, MADV_HUGEPAGE);  // a hint: failure only costs speed
+    data_ = p;
+    capacity_ = capacity;
+  }
+
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
+enum class Codec { kGzip, kXz, kLzma, kZstd };
+
+const char* codec_name(Codec c) {
+  switch (c) {
+    case Codec::kGzip:
+      return "gzip";
+    case Codec::kXz:
+      return "xz";
+    case Codec::kLzma:
+      return "lzma";
+    case Codec::kZstd:
+      return "zstd";
+  }
+  return "?";
+}
+
+// Magic numbers as scripts/extract-vmlinux looks for them.
+struct Magic {
+  std::string_view bytes;
+  Codec codec;
+};
+
+// lzma has no real magic: its properties byte, then a dictionary size whose low 16 bits are zero.
+constexpr Magic kMagics[] = {
+    {std::string_view("\3757zXZ\0", 6), Codec::kXz},
+    {std::string_view("\x1f\x8b\x08", 3), Codec::kGzip},
+    {std::string_view("\x28\xb5\x2f\xfd", 4), Codec::kZstd},
+    {std::string_view("\x5d\0\0", 3), Codec::kLzma},
+};
+
+std::optional<Codec> codec_at(Bytes b) {
+  for (const Magic& m : kMagics)
+    if (starts_with(b, m.bytes)) return m.codec;
+  return std::nullopt;
+}
+
+Buffer decompress_xz(Bytes in, std::size_t hint) {
+  lzma_stream s = LZMA_STREAM_INIT;
+  // The auto decoder takes both .xz and legacy .lzma; without LZMA_CONCATENATED it stops at the
+  // end of the stream, ignoring the 4-byte size the kernel build appends.
+  if (lzma_auto_decoder(&s, kLzmaMemLimit, 0) != LZMA_OK) throw DecodeError{"liblzma init failed"};
+  struct End {
+    lzma_stream* s;
+    ~End() { lzma_end(s); }
+  } end{&s};
+  Buffer out(hint);
+  s.next_in = in.data();
+  s.avail_in = in.size();
+  for (;;) {
+    if (!out.ensure_room()) throw DecodeError{"decompressed data exceeds 1 GiB"};
+    s.next_out = out.tail();
+    s.avail_out = out.room();
+    const lzma_ret r = lzma_code(&s, LZMA_FINISH);
+    out.commit(out.room() - s.avail_out);
+    switch (r) {
+      case LZMA_OK:
+        continue;
+      case LZMA_STREAM_END:
+        return out;
+      case LZMA_BUF_ERROR:
+        throw DecodeError{"compressed data is truncated"};
+      case LZMA_MEMLIMIT_ERROR:
+      case LZMA_MEM_ERROR:
+        throw DecodeError{"stream needs too much memory to decode"};
+      case LZMA_FORMAT_ERROR:
+        throw DecodeError{"not a valid stream header"};
+      case LZMA_OPTIONS_ERROR:
+        throw DecodeError{"unsupported compression options"};
+      case LZMA_DATA_ERROR:
+        throw DecodeError{"compressed data is corrupt"};
+      default:
+        throw DecodeError{"decoder error " + std::to_string(static_cast<int>(r))};
+    }
+  }
+}
+
+Buffer decompress_gzip(Bytes in, std::size_t hint) {
+  if (in.size() > UINT32_MAX) throw DecodeError{"compressed data too large"};
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw DecodeError{"zlib init failed"};  // gzip only
+  struct End {
+    z_stream* z;
+    ~End() { inflateEnd(z); }
+  } end{&z};
+  Buffer out(hint);
+  z.next_in = const_cast<Bytef*>(in.data());  // zlib's API is not const-correct
+  z.avail_in = static_cast<uInt>(in.size());
+  for (;;) {
+    if (!out.ensure_room()) throw DecodeError{"decompressed data exceeds 1 GiB"};
+    const std::size_t room = std::min<std::size_t>(out.room(), UINT32_MAX);
+    z.next_out = out.tail();
+    z.avail_out = static_cast<uInt>(room);
+    const int r = inflate(&z, Z_NO_FLUSH);
+    out.commit(room - z.avail_out);
+    if (r == Z_STREAM_END) return out;
+    if (r == Z_OK) continue;
+    if (r == Z_BUF_ERROR && z.avail_out == 0) continue;
+    if (r == Z_BUF_ERROR) throw DecodeError{"compressed data is truncated"};
+    throw DecodeError{std::string("compressed data is corrupt (") + (z.msg ? z.msg : "zlib error") +
+                      ")"};
+  }
+}
+
+Buffer decompress_zstd(Bytes in, std::size_t hint) {
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), &ZSTD_freeDCtx);
+  if (!ctx) throw DecodeError{"zstd init failed"};
+  Buffer out(hint);
+  ZSTD_inBuffer input{in.data(), in.size(), 0};
+  for (;;) {
+    if (!out.ensure_room()) throw DecodeError{"decompressed data exceeds 1 GiB"};
+    ZSTD_outBuffer output{out.tail(), out.room(), 0};
+    const std::size_t r = ZSTD_decompressStream(ctx.get(), &output, &input);
+    if (ZSTD_isError(r))
+      throw DecodeError{std::string("compressed data is corrupt (") + ZSTD_getErrorName(r) + ")"};
+    out.commit(output.pos);
+    if (r == 0) return out;  // end of the frame
+    if (input.pos == input.size && output.pos < output.size)
+      throw DecodeError{"compressed data is truncated"};
+  }
+}
+
+Buffer decompress(Codec codec, Bytes in, std::size_t hint) {
+  switch (codec) {
+    case Codec::kXz:
+    case Codec::kLzma:
+      return decompress_xz(in, hint);
+    case Codec::kGzip:
+      return decompress_gzip(in, hint);
+    case Codec::kZstd:
+      return decompress_zstd(in, hint);
+  }
+  throw DecodeError{"unknown codec"};
+}
+
+// The compressed kernel of an x86 bzImage, located through the boot protocol header
+// (Documentation/x86/boot.rst); nullopt when the file has no such header.
+std::optional<Bytes> bzimage_payload(Bytes image, const std::string& path) {
+  if (image.size() < 0x250 || std::memcmp(image.data() + 0x202, "HdrS", 4) != 0)
+    return std::nullopt;
+  if (le16(image.data() + 0x206) < 0x208) return std::nullopt;  // no payload fields before 2.08
+  const std::uint64_t setup_sects = image[0x1f1] != 0 ? image[0x1f1] : 4;
+  const std::uint64_t start = (setup_sects + 1) * 512 + le32(image.data() + 0x248);
+  const std::uint64_t length = le32(image.data() + 0x24c);
+  if (start > image.size() || length > image.size() - start || length < 16) {
+    throw Exception(path + ": kernel image payload (offset " + std::to_string(start) + ", " +
+                    std::to_string(length) + " bytes) lies outside the " +
+                    std::to_string(image.size()) + "-byte file: truncated image?");
+  }
+  return image.subspan(start, length);
+}
+
+struct Section {
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+};
+
+// Finds a section by name in a 64-bit little-endian ELF, checking every offset read from the file.
+std::optional<Section> elf_section(Bytes elf, std::string_view wanted, const std::string& what) {
+  const auto corrupt = [&](const std::string& why) {
+    return Exception(what + ": corrupt ELF: " + why);
+  };
+  if (elf.size() < 64) throw corrupt("shorter than an ELF header");
+  if (elf[4] != 2) throw Exception(what + ": only 64-bit ELF kernels are supported");
+  if (elf[5] != 1) throw Exception(what + ": only little-endian ELF kernels are supported");
+  const std::uint8_t* h = elf.data();
+  const std::uint64_t shoff = le64(h + 0x28);
+  const std::uint64_t shentsize = le16(h + 0x3a);
+  std::uint64_t shnum = le16(h + 0x3c);
+  std::uint64_t shstrndx = le16(h + 0x3e);
+  if (shoff == 0) throw corrupt("no section header table");
+  if (shentsize < 64) throw corrupt("section header entries too small");
+  if (shoff > elf.size() || elf.size() - shoff < shentsize)
+    throw corrupt("section header table lies outside the file");
+  const std::uint8_t* sh0 = elf.data() + shoff;
+  if (shnum == 0) shnum = le64(sh0 + 0x20);             // real count in section 0's sh_size
+  if (shstrndx == 0xffff) shstrndx = le32(sh0 + 0x28);  // SHN_XINDEX: real index in sh_link
+  if (shnum > (elf.size() - shoff) / shentsize) throw corrupt("section header table is truncated");
+  if (shstrndx >= shnum) throw corrupt("section name table index out of range");
+
+  const auto header = [&](std::uint64_t i) { return elf.data() + shoff + i * shentsize; };
+  const auto contents = [&](const std::uint8_t* sh) {
+    const Section s{le64(sh + 0x18), le64(sh + 0x20)};
+    if (le32(sh + 4) == 8 /* SHT_NOBITS */) return Section{};
+    if (s.offset > elf.size() || s.size > elf.size() - s.offset)
+      throw corrupt("section contents lie outside the file");
+    return s;
+  };
+  const Section names = contents(header(shstrndx));
+  for (std::uint64_t i = 0; i < shnum; ++i) {
+    const std::uint8_t* sh = header(i);
+    const std::uint64_t name = le32(sh);
+    if (name >= names.size || names.size - name < wanted.size() + 1) continue;
+    const std::uint8_t* n = elf.data() + names.offset + name;
+    if (std::memcmp(n, wanted.data(), wanted.size()) != 0 || n[wanted.size()] != 0) continue;
+    const Section s = contents(sh);
+    if (s.size == 0) throw Exception(what + ": section " + std::string(wanted) + " is empty");
+    return s;
+  }
+  return std::nullopt;
+}
+
+// The loadable segments, so a file offset can be turned into an offset from _text: x86-64
+// vmlinux's first PT_LOAD starts at _text (the per-cpu segment, linked at 0, comes later).
+struct LoadSegment {
+  std::uint64_t offset, vaddr, filesz;
+};
+std::vector<LoadSegment> load_segments(Bytes elf) {
+  std::vector<LoadSegment> out;
+  const std::uint8_t* h = elf.data();
+  const std::uint64_t phoff = le64(h + 0x20);
+  const std::uint64_t phentsize = le16(h + 0x36), phnum = le16(h + 0x38);
+  if (phentsize < 56 || phoff > elf.size() || phnum > (elf.size() - phoff) / phentsize) return out;
+  for (std::uint64_t i = 0; i < phnum; ++i) {
+    const std::uint8_t* ph = h + phoff + i * phentsize;
+    if (le32(ph) == 1 /* PT_LOAD */)
+      out.push_back({le64(ph + 0x08), le64(ph + 0x10), le64(ph + 0x20)});
+  }
+  return out;
+}
+
+// Every "Linux version <digit>... \n" string in the image (linux_banner and look-alikes, e.g.
+// a copy from an earlier link pass), each with its offset from _text where the segments say.
+std::vector<KernelTypes::Banner> find_banners(Bytes data) {
+  static constexpr std::string_view kPrefix = "Linux version ";
+  const std::vector<LoadSegment> segments = load_segments(data);
+  const std::uint64_t text = segments.empty() ? 0 : segments.front().vaddr;
+  std::vector<KernelTypes::Banner> out;
+  const auto* p = data.data();
+  const auto* const end = data.data() + data.size();
+  while (p < end) {
+    const void* hit = ::memmem(p, end - p, kPrefix.data(), kPrefix.size());
+    if (hit == nullptr) break;
+    const auto* b = static_cast<const std::uint8_t*>(hit);
+    const auto* e = b + kPrefix.size();
+    // The real banner continues with a release number; format strings and docs do not.
+    if (e < end && *e >= '0' && *e <= '9') {
+      const auto* limit = std::min(end, b + 512);
+      while (e < limit && *e >= 0x20 && *e < 0x7f) ++e;
+      if (e < end && *e == '\n') {
+        KernelTypes::Banner banner{KernelTypes::kUnknownOffset,
+                                   std::string(reinterpret_cast<const char*>(b), e - b)};
+        const std::uint64_t off = b - data.data();
+        for (const LoadSegment& s : segments)
+          if (off >= s.offset && off - s.offset < s.filesz)
+            banner.text_offset = s.vaddr + (off - s.offset) - text;
+        out.push_back(std::move(banner));
+      }
+    }
+    p = b + 1;
+  }
+  return out;
+}
+
+// libbpf explains a parse failure only through its print callback. While a thread parses, its
+// warnings go into that thread's exception message; other libbpf output goes where it went before.
+thread_local std::string* t_libbpf_log = nullptr;
+libbpf_print_fn_t g_previous_print = nullptr;
+
+int capture_libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
+  if (t_libbpf_log == nullptr) return g_previous_print ? g_previous_print(level, format, args) : 0;
+  char line[256];
+  const int n = std::vsnprintf(line, sizeof line, format, args);
+  if (n > 0 && t_libbpf_log->size() < 1024) {
+    std::string_view text(line, std::min<std::size_t>(n, sizeof line - 1));
+    if (text.starts_with("libbpf: ")) text.remove_prefix(8);
+    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    *t_libbpf_log += t_libbpf_log->empty() ? "" : "; ";
+    *t_libbpf_log += text;
+  }
+  return 0;
+}
+
+struct btf* new_btf(Bytes raw, const std::string& what) {
+  static std::once_flag once;
+  std::call_once(once, [] { g_previous_print = libbpf_set_print(&capture_libbpf_print); });
+  std::string log;
+  t_libbpf_log = &log;
+  errno = 0;
+  struct btf* b = btf__new(raw.data(), static_cast<std::uint32_t>(raw.size()));  // copies raw
+  const int err = errno != 0 ? errno : EINVAL;
+  t_libbpf_log = nullptr;
+  if (b == nullptr) {
+    throw Exception(what + ": libbpf cannot parse the BTF data (" + errno_text(err) + ")" +
+                    (log.empty() ? "" : ": " + log));
+  }
+  return b;
+}
+
+const btf_type* resolved_type(const btf* b, std::uint32_t id, std::uint32_t* resolved_id) {
+  const int r = btf__resolve_type(b, id);  // through typedef/const/volatile/restrict
+  if (r < 0) return nullptr;
+  if (resolved_id != nullptr) *resolved_id = static_cast<std::uint32_t>(r);
+  return btf__type_by_id(b, static_cast<std::uint32_t>(r));
+}
+
+constexpr std::uint32_t kStructKinds[] = {BTF_KIND_STRUCT};
+constexpr std::uint32_t kUnionKinds[] = {BTF_KIND_UNION};
+constexpr std::uint32_t kCompositeKinds[] = {BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_TYPEDEF};
+constexpr std::uint32_t kSizedKinds[] = {BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_TYPEDEF,
+                                         BTF_KIND_INT, BTF_KIND_ENUM};
+
+// The id of a named type of one of `kinds`, first match in that order. Accepts a C-style "struct "
+// or "union " prefix.
+std::optional<std::uint32_t> named_type(const btf* b, std::string_view name,
+                                        std::span<const std::uint32_t> kinds) {
+  if (name.starts_with("struct ")) {
+    name.remove_prefix(7);
+    kinds = kStructKinds;
+  } else if (name.starts_with("union ")) {
+    name.remove_prefix(6);
+    kinds = kUnionKinds;
+  }
+  if (name.empty()) return std::nullopt;
+  const std::string key(name);  // libbpf wants a C string
+  for (std::uint32_t kind : kinds) {
+    const std::int32_t id = btf__find_by_name_kind(b, key.c_str(), kind);
+    if (id > 0) return static_cast<std::uint32_t>(id);
+  }
+  return std::nullopt;
+}
+
+std::optional<KernelTypes::Member> find_member(const btf* b, const btf_type* t,
+                                               std::string_view name, std::uint64_t base, int depth,
+                                               int& budget) {
+  if (depth > kMaxNesting) return std::nullopt;
+  const btf_member* m = btf_members(t);
+  for (std::uint16_t i = 0; i < btf_vlen(t); ++i) {
+    if (--budget < 0) return std::nullopt;
+    const std::uint32_t bit_offset = btf_member_bit_offset(t, i);
+    const char* member_name = btf__name_by_offset(b, m[i].name_off);
+    if (member_name != nullptr && *member_name != '\0') {
+      if (name != member_name) continue;
+      if (btf_member_bitfield_size(t, i) != 0 || bit_offset % 8 != 0) return std::nullopt;
+      // Without kind_flag, a bitfield shows as an int narrower than its storage.
+      const btf_type* mt = resolved_type(b, m[i].type, nullptr);
+      if (mt != nullptr && btf_is_int(mt) &&
+          (btf_int_bits(mt) != mt->size * 8 || btf_int_offset(mt) != 0))
+        return std::nullopt;
+      const std::int64_t size = btf__resolve_size(b, m[i].type);
+      if (size < 0) return std::nullopt;
+      return KernelTypes::Member{base + bit_offset / 8, static_cast<std::uint64_t>(size)};
+    }
+    // Anonymous struct/union: its members belong to the outer type.
+    const btf_type* inner = resolved_type(b, m[i].type, nullptr);
+    if (inner == nullptr || !btf_is_composite(inner) || bit_offset % 8 != 0) continue;
+    if (auto found = find_member(b, inner, name, base + bit_offset / 8, depth + 1, budget))
+      return found;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string KernelTypes::banner_at(std::uint64_t text_offset) const {
+  for (const Banner& b : banners_)
+    if (b.text_offset == text_offset) return b.text;
+  return {};
+}
+
+void KernelTypes::BtfDeleter::operator()(struct btf* btf) const {
+  btf__free(btf);
+}
+
+KernelTypes::KernelTypes(KernelTypes&&) noexcept = default;
+KernelTypes& KernelTypes::operator=(KernelTypes&&) noexcept = default;
+KernelTypes::~KernelTypes() = default;
+
+KernelTypes KernelTypes::load(const std::string& path) {
+  const InputFile file(path);
+  const Bytes input = file.bytes();
+  if (input.empty()) throw Exception(path + ": file is empty");
+  if (input.size() < 24) {
+    throw Exception(path + ": too small (" + std::to_string(input.size()) +
+                    " bytes) to be BTF or a kernel image");
+  }
+
+  KernelTypes types;
+  const auto parse_btf = [&](Bytes raw, const std::string& what) {
+    if (raw.size() > UINT32_MAX) throw Exception(what + ": BTF larger than 4 GiB");
+    types.btf_.reset(new_btf(raw, what));
+  };
+  const auto from_elf = [&](Bytes elf, const std::string& what) {
+    const auto btf = elf_section(elf, ".BTF", what);
+    if (!btf) {
+      throw Exception(what +
+                      ": ELF has no .BTF section (kernel built without CONFIG_DEBUG_INFO_BTF?)");
+    }
+    parse_btf(elf.subspan(btf->offset, btf->size), what + " .BTF");
+    types.banners_ = find_banners(elf);
+  };
+
+  // Raw BTF, either byte order (libbpf swaps); then ELF; then a compressed kernel.
+  if (starts_with(input, "\x9f\xeb") || starts_with(input, "\xeb\x9f")) {
+    parse_btf(input, path);
+    return types;
+  }
+  if (starts_with(input, kElfMagic)) {
+    from_elf(input, path);
+    return types;
+  }
+
+  if (const auto payload = bzimage_payload(input, path)) {
+    const auto codec = codec_at(*payload);
+    if (!codec) {
+      throw Exception(path +
+                      ": kernel image payload is not gzip, xz, lzma or zstd compressed "
+                      "(bzip2, lzo and lz4 are not supported)");
+    }
+    // The kernel build appends the decompressed size as 4 little-endian bytes; trust it only as
+    // far as a plausible compression ratio.
+    const std::size_t hint =
+        std::min<std::size_t>(le32(payload->data() + payload->size() - 4), payload->size() * 32);
+    const std::string what = path + " (" + codec_name(*codec) + " payload)";
+    try {
+      const Buffer vmlinux = decompress(*codec, *payload, hint);
+      if (!starts_with(vmlinux.bytes(), kElfMagic))
+        throw Exception(what + ": decompressed kernel is not an ELF image");
+      from_elf(vmlinux.bytes(), what);
+    } catch (const DecodeError& e) {
+      throw Exception(what + ": " + e.why);
+    }
+    return types;
+  }
+
+  // No boot header: look for a compressed stream the way scripts/extract-vmlinux does, which also
+  // covers a plain vmlinux.xz/.gz/.zst.
+  std::string first_error;
+  int tried = 0;
+  for (std::size_t pos = 0; pos + 4 <= input.size() && tried < kMaxPayloadCandidates; ++pos) {
+    const Bytes rest = input.subspan(pos);
+    const auto codec = codec_at(rest);
+    if (!codec) continue;
+    ++tried;
+    const std::string what =
+        path + " (" + codec_name(*codec) + " data at offset " + std::to_string(pos) + ")";
+    try {
+      const Buffer vmlinux = decompress(*codec, rest, rest.size() * 4);
+      if (!starts_with(vmlinux.bytes(), kElfMagic)) {
+        if (first_error.empty()) first_error = what + ": decompressed data is not an ELF image";
+        continue;
+      }
+      from_elf(vmlinux.bytes(), what);
+      return types;
+    } catch (const DecodeError& e) {
+      if (first_error.empty()) first_error = what + ": " + e.why;
+    }
+  }
+  if (!first_error.empty()) throw Exception(first_error);
+  throw Exception(path +
+                  ": unrecognised format (not raw BTF, an ELF vmlinux, or a kernel image with a "
+                  "gzip, xz, lzma or zstd payload)");
+}
+
+std::optional<KernelTypes::Member> KernelTypes::member(std::string_view type_name,
+                                                       std::string_view member_name) const {
+  if (!btf_ || member_name.empty()) return std::nullopt;
+  const auto id = named_type(btf_.get(), type_name, kCompositeKinds);
+  if (!id) return std::nullopt;
+  const btf_type* t = resolved_type(btf_.get(), *id, nullptr);
+  if (t == nullptr || !btf_is_composite(t)) return std::nullopt;
+  int budget = kMaxMemberVisits;
+  return find_member(btf_.get(), t, member_name, 0, 0, budget);
+}
+
+std::optional<std::uint64_t> KernelTypes::type_size(std::string_view type_name) const {
+  if (!btf_) return std::nullopt;
+  const auto id = named_type(btf_.get(), type_name, kSizedKinds);
+  if (!id) return std::nullopt;
+  const std::int64_t size = btf__resolve_size(btf_.get(), *id);
+  if (size < 0) return std::nullopt;
+  return static_cast<std::uint64_t>(size);
+}
+
+}  // namespace imee

@@ -1,0 +1,170 @@
+#include "imee/linux_profile.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "imee/error.hpp"
+#include "imee/kernel_types.hpp"
+#include "imee/symbols.hpp"
+
+namespace imee {
+
+namespace {
+
+// Symbols the Linux layer and the tools use. _text is the origin of every offset.
+constexpr const char* kProfileSymbols[] = {
+    "_text",        "_etext",           "init_task",      "init_top_pgt",
+    "linux_banner", "page_offset_base", "sys_call_table",
+};
+
+// One table maps JSON keys to layout fields, for building, saving and loading alike.
+struct LayoutField {
+  const char* key;  // "type.member", or "sizeof(type)"
+  std::uint64_t LinuxLayout::*field;
+};
+constexpr LayoutField kLayoutFields[] = {
+    {"task_struct.tasks", &LinuxLayout::task_tasks},
+    {"task_struct.pid", &LinuxLayout::task_pid},
+    {"task_struct.tgid", &LinuxLayout::task_tgid},
+    {"task_struct.comm", &LinuxLayout::task_comm},
+    {"sizeof(task_struct.comm)", &LinuxLayout::comm_size},
+    {"task_struct.real_parent", &LinuxLayout::task_real_parent},
+    {"task_struct.cred", &LinuxLayout::task_cred},
+    {"task_struct.real_cred", &LinuxLayout::task_real_cred},
+    {"task_struct.mm", &LinuxLayout::task_mm},
+    {"mm_struct.pgd", &LinuxLayout::mm_pgd},
+    {"cred.uid", &LinuxLayout::cred_uid},
+    {"cred.gid", &LinuxLayout::cred_gid},
+    {"cred.suid", &LinuxLayout::cred_suid},
+    {"cred.sgid", &LinuxLayout::cred_sgid},
+    {"cred.euid", &LinuxLayout::cred_euid},
+    {"cred.egid", &LinuxLayout::cred_egid},
+    {"cred.fsuid", &LinuxLayout::cred_fsuid},
+    {"cred.fsgid", &LinuxLayout::cred_fsgid},
+    {"cred.cap_inheritable", &LinuxLayout::cred_cap_inheritable},
+    {"cred.cap_permitted", &LinuxLayout::cred_cap_permitted},
+    {"cred.cap_effective", &LinuxLayout::cred_cap_effective},
+    {"cred.cap_bset", &LinuxLayout::cred_cap_bset},
+    {"cred.cap_ambient", &LinuxLayout::cred_cap_ambient},
+    {"sizeof(kernel_cap_t)", &LinuxLayout::cap_size},
+    {"sizeof(cred)", &LinuxLayout::cred_size},
+};
+
+std::uint64_t from_btf(const KernelTypes& types, const std::string& key) {
+  if (key.starts_with("sizeof(")) {
+    const std::string inner = key.substr(7, key.size() - 8);
+    const auto dot = inner.find('.');
+    std::optional<std::uint64_t> size;
+    if (dot == std::string::npos) {
+      size = types.type_size(inner);
+    } else if (auto m = types.member(inner.substr(0, dot), inner.substr(dot + 1))) {
+      size = m->size;
+    }
+    if (!size) throw Exception("kernel BTF lacks " + key);
+    return *size;
+  }
+  const auto dot = key.find('.');
+  auto m = types.member(key.substr(0, dot), key.substr(dot + 1));
+  if (!m) throw Exception("kernel BTF lacks " + key);
+  return m->offset;
+}
+
+void check_layout(const LinuxLayout& l, const std::string& origin) {
+  // Sizes the readers depend on: ids are 32-bit, capability sets 64-bit, comm a short array.
+  if (l.cap_size != 8)
+    throw Exception(origin + ": unsupported kernel_cap_t size " + std::to_string(l.cap_size));
+  if (l.comm_size == 0 || l.comm_size > 64) throw Exception(origin + ": implausible comm size");
+  for (const LayoutField& f : kLayoutFields)
+    if (l.*f.field > (1u << 16)) throw Exception(origin + ": implausible offset for " + f.key);
+}
+
+}  // namespace
+
+LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::string& symbols_path) {
+  const KernelTypes types = KernelTypes::load(btf_source);
+  const SymbolTable symbols = SymbolTable::load(symbols_path);
+  LinuxProfile p;
+  p.symbols_path = symbols_path;
+  const auto text = symbols.find("_text");
+  if (!text) throw Exception(symbols_path + ": no _text symbol; is this a kernel symbol list?");
+  for (const char* name : kProfileSymbols) {
+    const auto addr = symbols.find(name);
+    if (!addr) throw Exception(symbols_path + ": symbol '" + name + "' is missing");
+    p.symbols[name] = *addr - *text;
+  }
+  // The banner at linux_banner's offset ties the image to the symbol list: both must come from
+  // one build. Raw BTF carries no banner; the kernel is then located by "Linux version ".
+  p.banner = types.banner_at(p.symbols["linux_banner"]);
+  if (p.banner.empty() && !types.banners().empty())
+    throw Exception(btf_source + " and " + symbols_path +
+                    " are not from the same kernel build (no banner at linux_banner's offset)");
+  const std::uint64_t table = *symbols.find("sys_call_table");
+  const auto next = symbols.next_address_after(table);
+  if (!next) throw Exception(symbols_path + ": cannot bound sys_call_table (no symbol after it)");
+  p.syscall_slots = (*next - table) / 8;
+  for (const LayoutField& f : kLayoutFields) p.layout.*f.field = from_btf(types, f.key);
+  check_layout(p.layout, btf_source);
+  return p;
+}
+
+void LinuxProfile::save(const std::string& path) const {
+  nlohmann::ordered_json j;
+  j["format"] = "imee-linux-profile";
+  j["version"] = kFormatVersion;
+  j["banner"] = banner;
+  j["symbols_path"] = symbols_path;
+  j["syscall_slots"] = syscall_slots;
+  for (const auto& [name, offset] : symbols) j["symbols"][name] = offset;
+  for (const LayoutField& f : kLayoutFields) j["layout"][f.key] = layout.*f.field;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw Exception(path + ": cannot write profile");
+    out << j.dump(1) << '\n';
+    if (!out.flush()) throw Exception(path + ": cannot write profile");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Exception(path + ": cannot write profile");
+}
+
+LinuxProfile LinuxProfile::load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Exception(path + ": cannot open profile");
+  const std::string bad = path + ": not a valid ImEE Linux profile: ";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Exception(bad + e.what());
+  }
+  try {
+    if (j.value("format", "") != "imee-linux-profile") throw Exception(bad + "missing format tag");
+    if (j.at("version").get<int>() != kFormatVersion)
+      throw Exception(bad + "format version " + j.at("version").dump() + ", this build reads " +
+                      std::to_string(kFormatVersion) + " (rebuild the profile)");
+    LinuxProfile p;
+    p.banner = j.at("banner").get<std::string>();
+    p.symbols_path = j.at("symbols_path").get<std::string>();
+    p.syscall_slots = j.at("syscall_slots").get<std::uint64_t>();
+    for (const char* name : kProfileSymbols)
+      p.symbols[name] = j.at("symbols").at(name).get<std::uint64_t>();
+    for (const LayoutField& f : kLayoutFields)
+      p.layout.*f.field = j.at("layout").at(f.key).get<std::uint64_t>();
+    if (p.syscall_slots == 0 || p.syscall_slots > 4096)
+      throw Exception(bad + "implausible syscall_slots");
+    check_layout(p.layout, path);
+    return p;
+  } catch (const nlohmann::json::exception& e) {
+    throw Exception(bad + e.what());
+  }
+}
+
+std::uint64_t LinuxProfile::symbol_offset(std::string_view name) const {
+  const auto it = symbols.find(name);
+  if (it == symbols.end()) throw Exception("profile has no symbol '" + std::string(name) + "'");
+  return it->second;
+}
+
+}  // namespace imee

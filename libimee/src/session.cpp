@@ -1,0 +1,142 @@
+#include "imee/session.hpp"
+
+#include <cstring>
+#include <string_view>
+
+namespace imee {
+
+namespace {
+
+// x86-64 kernel image alignment: CONFIG_PHYSICAL_ALIGN must be a multiple of 2 MiB, and KASLR
+// places both the physical and the virtual image at such multiples.
+constexpr std::uint64_t kKernelAlign = 2ull << 20;
+constexpr std::uint64_t kKernelMapStart = 0xffffffff80000000ull;  // __START_KERNEL_map
+constexpr std::uint64_t kKernelMapSize = 1ull << 30;
+
+bool bytes_at(MemoryBackend& backend, std::uint64_t gpa, std::string_view expected) {
+  std::vector<std::byte> buf(expected.size());
+  return backend.read_physical(gpa, buf) &&
+         std::memcmp(buf.data(), expected.data(), buf.size()) == 0;
+}
+
+}  // namespace
+
+namespace {
+
+// Candidates: every image whose banner sits at a 2 MiB-aligned load address and whose
+// init_top_pgt maps _text back onto it, under 5- or 4-level paging.
+std::vector<KernelLocation> find_kernel_images(MemoryBackend& backend,
+                                               const LinuxProfile& profile) {
+  const std::uint64_t banner_off = profile.symbol_offset("linux_banner");
+  const std::uint64_t pgd_off = profile.symbol_offset("init_top_pgt");
+  const std::string banner = profile.banner.empty() ? "Linux version " : profile.banner;
+  std::vector<KernelLocation> found;
+  for (const RamRegion& region : backend.ram_regions()) {
+    const std::uint64_t first = (region.gpa + kKernelAlign - 1) & ~(kKernelAlign - 1);
+    for (std::uint64_t text_gpa = first; text_gpa + banner_off < region.gpa + region.size;
+         text_gpa += kKernelAlign) {
+      if (!bytes_at(backend, text_gpa + banner_off, banner)) continue;
+      for (PagingMode mode : {PagingMode::k5Level, PagingMode::k4Level}) {
+        const AddressSpace space{text_gpa + pgd_off, mode, true};
+        for (std::uint64_t va = kKernelMapStart; va < kKernelMapStart + kKernelMapSize;
+             va += kKernelAlign) {
+          Expected<Translation> t = backend.translate(space, va);
+          if (!t || t->gpa != text_gpa) continue;
+          Expected<Translation> b = backend.translate(space, va + banner_off);
+          if (!b || b->gpa != text_gpa + banner_off) continue;
+          std::uint64_t pob = 0;
+          const std::uint64_t pob_va = va + profile.symbol_offset("page_offset_base");
+          if (!backend.read(space, pob_va, std::as_writable_bytes(std::span(&pob, 1)))) continue;
+          found.push_back({va, text_gpa, space, pob});
+        }
+      }
+    }
+  }
+  return found;
+}
+
+// A live kernel's task list closes on itself through readable, doubly linked nodes. An image
+// left in RAM by an earlier boot (a reboot, or a reused RAM file) has lost parts of its direct
+// map, so its list breaks.
+bool task_list_is_intact(MemoryBackend& backend, const LinuxProfile& profile,
+                         const KernelLocation& k) {
+  const std::uint64_t head =
+      k.text_va + profile.symbol_offset("init_task") + profile.layout.task_tasks;
+  std::uint64_t node = head;
+  for (int i = 0; i < (1 << 16); ++i) {
+    std::uint64_t links[2];  // list_head: next, prev
+    if (!backend.read(k.space, node, std::as_writable_bytes(std::span(links)))) return false;
+    std::uint64_t back = 0;
+    if (!backend.read(k.space, links[0] + 8, std::as_writable_bytes(std::span(&back, 1))) ||
+        back != node)
+      return false;
+    node = links[0];
+    if (node == head) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+KernelLocation locate_kernel(MemoryBackend& backend, const LinuxProfile& profile) {
+  std::vector<KernelLocation> live;
+  for (const KernelLocation& k : find_kernel_images(backend, profile))
+    if (task_list_is_intact(backend, profile, k)) live.push_back(k);
+  if (live.size() == 1) return live[0];
+  if (live.empty())
+    throw Exception(
+        "the profiled kernel was not found in guest RAM (no matching banner at a 2 MiB-aligned "
+        "load address with working page tables and task list): wrong profile for this guest, a "
+        "guest that has not booted yet, or a truncated dump");
+  throw Exception("guest RAM holds " + std::to_string(live.size()) +
+                  " intact images of the profiled kernel (an earlier boot's copy survived); "
+                  "cannot tell which one is live");
+}
+
+Session::Session(MemoryBackend& backend, LinuxProfile profile)
+    : backend_(backend), profile_(std::move(profile)), kernel_(locate_kernel(backend_, profile_)) {}
+
+std::uint64_t Session::symbol(std::string_view name) const {
+  return kernel_.text_va + profile_.symbol_offset(name);
+}
+
+AddressSpace Session::user_space(std::uint64_t pgd_va) const {
+  return AddressSpace{pgd_va - kernel_.page_offset_base, kernel_.space.mode, true};
+}
+
+Expected<std::vector<std::byte>> Session::read(std::uint64_t va, std::size_t len) {
+  if (Status s = check_range(va, len); !s) return s.error();
+  std::vector<std::byte> out(len);
+  if (Status s = read(va, out); !s) return s.error();
+  return out;
+}
+
+Expected<std::uint32_t> Session::u32(std::uint64_t va) {
+  std::uint32_t v = 0;
+  if (Status s = read(va, std::as_writable_bytes(std::span(&v, 1))); !s) return s.error();
+  return v;
+}
+
+Expected<std::uint64_t> Session::u64(std::uint64_t va) {
+  std::uint64_t v = 0;
+  if (Status s = read(va, std::as_writable_bytes(std::span(&v, 1))); !s) return s.error();
+  return v;
+}
+
+Expected<std::string> Session::cstring(std::uint64_t va, std::size_t max_len) {
+  std::string out;
+  // Read up to each page end only, so a string that ends before an unmapped page still reads.
+  while (out.size() < max_len) {
+    const std::uint64_t cur = va + out.size();
+    const std::size_t chunk =
+        std::min<std::uint64_t>(max_len - out.size(), kPageSize - (cur & (kPageSize - 1)));
+    char buf[kPageSize];
+    if (Status s = read(cur, std::as_writable_bytes(std::span(buf, chunk))); !s) return s.error();
+    const std::size_t n = strnlen(buf, chunk);
+    out.append(buf, n);
+    if (n < chunk) break;
+  }
+  return out;
+}
+
+}  // namespace imee

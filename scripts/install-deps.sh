@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, the lab guest and the tests need (Debian 12, as root).
+set -euo pipefail
+
+packages=(
+  # build
+  cmake g++ make pkg-config clang-format
+  libgtest-dev libbpf-dev liblzma-dev zlib1g-dev libzstd-dev nlohmann-json3-dev
+  # lab guest: Debian's kernel is fetched with apt-get download; QEMU boots it under TCG
+  qemu-system-x86 busybox-static cpio gzip libc6-dev
+  # test oracle for BTF offsets
+  dwarves
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

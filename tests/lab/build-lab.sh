@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# build-lab.sh OUTDIR -- build the lab guest: kernel + initramfs + host channel client.
+#
+# Produces:
+#   OUTDIR/vmlinuz             Debian kernel (bzImage) from the linux-image-* package
+#   OUTDIR/kernel.version      the package name it came from (e.g. linux-image-6.1.0-56-amd64)
+#   OUTDIR/initramfs.cpio.gz   /init = labguest (static), plus busybox for debugging
+#   OUTDIR/labctl              host-side client for the channel socket and QMP socket
+#
+# Environment:
+#   LAB_KERNEL_PKG   kernel package to use (default: what linux-image-amd64 depends on)
+#   LAB_CACHE_DIR    where downloaded/extracted kernels are cached (default: OUTDIR/cache)
+#   CC               C compiler (default: gcc)
+#
+# Idempotent: does nothing when everything is up to date.
+set -euo pipefail
+
+die() { echo "build-lab.sh: $*" >&2; exit 1; }
+
+[ $# -eq 1 ] || die "usage: build-lab.sh OUTDIR"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p "$1"
+OUT=$(cd "$1" && pwd)
+CACHE=${LAB_CACHE_DIR:-$OUT/cache}
+mkdir -p "$CACHE"
+CC=${CC:-gcc}
+CFLAGS=(-O2 -Wall -Wextra -std=gnu11)
+
+# Serialize concurrent builds into the same OUTDIR.
+exec 9>"$OUT/.build.lock"
+flock 9
+
+# ---------------------------------------------------------------- kernel
+resolve_kernel_pkg() {
+    if [ -n "${LAB_KERNEL_PKG:-}" ]; then
+        echo "$LAB_KERNEL_PKG"
+        return
+    fi
+    local pkg
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+          awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }') || true
+    if [ -z "$pkg" ]; then
+        # Offline / no apt metadata: fall back to the newest kernel already cached.
+        pkg=$(for d in "$CACHE"/linux-image-[0-9]*; do [ -d "$d" ] && basename "$d"; done | sort -V | tail -n1) || true
+    fi
+    [ -n "$pkg" ] || die "cannot resolve kernel package (apt-cache depends linux-image-amd64 gave nothing); set LAB_KERNEL_PKG"
+    echo "$pkg"
+}
+
+KPKG=$(resolve_kernel_pkg)
+KVER=${KPKG#linux-image-}
+KDIR=$CACHE/$KPKG
+KIMG=$KDIR/boot/vmlinuz-$KVER
+if [ ! -s "$KIMG" ]; then
+    echo "build-lab.sh: fetching $KPKG" >&2
+    tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
+    chmod 755 "$tmp"   # apt's _apt user must be able to write the .deb
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" EXIT
+    (cd "$tmp" && apt-get download "$KPKG" >&2) || die "apt-get download $KPKG failed"
+    debs=("$tmp"/*.deb)
+    deb=${debs[0]}
+    [ -f "$deb" ] || die "apt-get download $KPKG produced no .deb"
+    mkdir -p "$tmp/x"
+    dpkg-deb -x "$deb" "$tmp/x"
+    [ -s "$tmp/x/boot/vmlinuz-$KVER" ] || die "$deb has no boot/vmlinuz-$KVER"
+    rm -rf "$KDIR"
+    mkdir -p "$KDIR/boot"
+    # Only the kernel image is needed (the guest loads no modules); keep config for reference.
+    cp "$tmp/x/boot/vmlinuz-$KVER" "$KDIR/boot/"
+    cp "$tmp/x/boot/config-$KVER" "$KDIR/boot/" 2>/dev/null || true
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+if ! cmp -s "$KIMG" "$OUT/vmlinuz"; then
+    cp "$KIMG" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+fi
+echo "$KPKG" > "$OUT/kernel.version.tmp"
+if cmp -s "$OUT/kernel.version.tmp" "$OUT/kernel.version"; then rm "$OUT/kernel.version.tmp"
+else mv "$OUT/kernel.version.tmp" "$OUT/kernel.version"; fi
+
+# ---------------------------------------------------------------- binaries
+# rebuild TARGET if it is missing or older than any of the given sources
+stale() { local t=$1; shift; [ -e "$t" ] || return 0; local s; for s; do [ "$s" -nt "$t" ] && return 0; done; return 1; }
+
+if stale "$OUT/labguest" "$HERE/guest/labguest.c" "$0"; then
+    "$CC" "${CFLAGS[@]}" -static -o "$OUT/labguest.tmp" "$HERE/guest/labguest.c"
+    mv "$OUT/labguest.tmp" "$OUT/labguest"
+fi
+if stale "$OUT/labctl" "$HERE/host/labctl.c" "$0"; then
+    "$CC" "${CFLAGS[@]}" -o "$OUT/labctl.tmp" "$HERE/host/labctl.c"
+    mv "$OUT/labctl.tmp" "$OUT/labctl"
+fi
+
+# ---------------------------------------------------------------- initramfs
+BUSYBOX=${LAB_BUSYBOX:-/bin/busybox}
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
+if command -v file >/dev/null 2>&1 && file -L "$BUSYBOX" | grep -q 'dynamically linked'; then
+    die "$BUSYBOX is dynamically linked; need busybox-static"
+fi
+
+if stale "$OUT/initramfs.cpio.gz" "$OUT/labguest" "$BUSYBOX" "$0"; then
+    stage=$(mktemp -d "$OUT/.stage.XXXXXX")
+    # shellcheck disable=SC2064
+    trap "rm -rf '$stage'" EXIT
+    mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,root,etc}
+    cp "$OUT/labguest" "$stage/init"
+    cp "$BUSYBOX" "$stage/bin/busybox"
+    for a in $("$BUSYBOX" --list); do
+        [ "$a" = busybox ] || ln -sf busybox "$stage/bin/$a"
+    done
+    mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || true
+    mknod -m 666 "$stage/dev/null" c 1 3 2>/dev/null || true
+    chmod 1777 "$stage/tmp"
+    (cd "$stage" && find . -print0 | LC_ALL=C sort -z |
+        cpio --null -o -H newc --quiet --reproducible) | gzip -9n > "$OUT/initramfs.cpio.gz.tmp"
+    mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
+    rm -rf "$stage"
+    trap - EXIT
+fi
+
+echo "build-lab.sh: $OUT ready ($KPKG)" >&2

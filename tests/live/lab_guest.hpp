@@ -1,0 +1,94 @@
+// Access to the running lab guests (tests/lab/lab.sh) and their own view of themselves.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../support/process.hpp"
+
+namespace imee::test {
+
+// What the guest says about one task (/proc/PID/status, read inside the guest).
+struct TruthTask {
+  int pid = 0, ppid = 0;
+  std::uint32_t uid = 0, euid = 0, suid = 0, fsuid = 0, gid = 0, egid = 0, sgid = 0, fsgid = 0;
+  std::uint64_t cap_inh = 0, cap_prm = 0, cap_eff = 0, cap_bnd = 0, cap_amb = 0;
+  std::string name;
+  friend bool operator==(const TruthTask&, const TruthTask&) = default;
+};
+
+struct LabGuest {
+  std::string dir;  // lab.sh run directory
+  int levels = 0;   // paging levels the guest was booted with
+
+  static std::string root() { return env_or("IMEE_LAB_ROOT", IMEE_LAB_ROOT); }
+  static std::string script() { return env_or("IMEE_LAB_SCRIPT", IMEE_LAB_SCRIPT); }
+  static std::string kernel() { return env_or("IMEE_LAB_KERNEL", IMEE_LAB_KERNEL); }
+  static std::string tools() { return env_or("IMEE_TOOLS_DIR", IMEE_TOOLS_DIR); }
+
+  static LabGuest get(int levels) {
+    return LabGuest{root() + "/l" + std::to_string(levels), levels};
+  }
+
+  std::string qemu_pid() const {
+    std::ifstream in(dir + "/qemu.pid");
+    std::string pid;
+    in >> pid;
+    return pid;
+  }
+  std::string ram() const { return dir + "/ram.img"; }
+  std::string kallsyms() const { return dir + "/kallsyms"; }
+  std::string profile() const { return dir + "/profile.json"; }
+
+  // Target and profile options for a tool. The 5-level guest is named by QEMU pid, the 4-level
+  // one by its RAM file, so both ways of naming a target are exercised.
+  std::string target_args() const {
+    const std::string target = levels == 5 ? "--pid " + qemu_pid() : "--ram " + ram();
+    return target + " --profile " + profile() + " --kernel " + kernel() + " --symbols " +
+           kallsyms();
+  }
+
+  RunResult tool(const std::string& name, const std::string& extra = "--json") const {
+    return run(tools() + "/" + name + " " + target_args() + " " + extra);
+  }
+
+  std::string query(const std::string& command) const {
+    RunResult r = run(script() + " query " + dir + " " + command);
+    if (r.status != 0) ADD_FAILURE() << "lab query '" << command << "' failed: " << r.err;
+    return r.out;
+  }
+
+  std::map<int, TruthTask> tasks() const {
+    std::map<int, TruthTask> out;
+    std::istringstream in(query("tasks"));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      std::istringstream f(line);
+      TruthTask t;
+      std::string caps[5];
+      f >> t.pid >> t.ppid >> t.uid >> t.euid >> t.suid >> t.fsuid >> t.gid >> t.egid >> t.sgid >>
+          t.fsgid >> caps[0] >> caps[1] >> caps[2] >> caps[3] >> caps[4];
+      std::getline(f >> std::ws, t.name);
+      if (!f && !f.eof()) {
+        ADD_FAILURE() << "bad truth line: " << line;
+        continue;
+      }
+      t.cap_inh = std::stoull(caps[0], nullptr, 16);
+      t.cap_prm = std::stoull(caps[1], nullptr, 16);
+      t.cap_eff = std::stoull(caps[2], nullptr, 16);
+      t.cap_bnd = std::stoull(caps[3], nullptr, 16);
+      t.cap_amb = std::stoull(caps[4], nullptr, 16);
+      out[t.pid] = t;
+    }
+    return out;
+  }
+};
+
+}  // namespace imee::test

@@ -1,0 +1,359 @@
+// The kvm backend against synthetic targets with hand-built page tables: every answer (bytes or
+// Error) must be the soft backend's, and the target's RAM must never change. Skipped only where
+// /dev/kvm is absent or unusable.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string_view>
+#include <thread>
+
+#include "../support/page_table_builder.hpp"
+#include "../support/readonly_ram.hpp"
+#include "imee/kvm_backend.hpp"
+#include "imee/soft_backend.hpp"
+
+namespace imee {
+namespace {
+
+using test::PageTableBuilder;
+using test::ReadOnlyRam;
+constexpr std::uint64_t KiB = 1024, MiB = 1ull << 20, GiB = 1ull << 30;
+constexpr std::uint64_t P = PageTableBuilder::P, A = PageTableBuilder::A, U = PageTableBuilder::U,
+                        NX = PageTableBuilder::NX, D = pte::kDirty;
+
+// The synthetic target's layout. Data lives above 16 MiB; the builder's tables below.
+constexpr std::uint64_t kRam = 64 * MiB;
+constexpr std::uint64_t kHomeVa = 0xffffffff81000000ull;  // kernel text, one 2 MiB page
+constexpr std::uint64_t kHomeGpa = 16 * MiB;
+constexpr std::uint64_t k4kVa = 0xffff888000000000ull;  // 64 scattered 4 KiB pages, some holes
+constexpr std::uint64_t k4kGpa = 20 * MiB;
+constexpr int k4kPages = 64;
+constexpr std::uint64_t k2mVa = 0xffffc90000000000ull;  // two 2 MiB pages, swapped in GPA
+constexpr std::uint64_t k1gVa = 0x0000004000000000ull;  // one 1 GiB page over GPA 0: ends beyond RAM
+constexpr std::uint64_t kUserVa = 0x00007f0000000000ull;  // user pages, NX
+constexpr std::uint64_t kNoAccessedVa = 0xffff888100000000ull;  // leaves without the A bit
+constexpr std::uint64_t kAliasVa = 0xffff888200000000ull;  // a second mapping of the home page
+
+bool hole(int i) { return i % 9 == 5; }
+
+struct Target {
+  explicit Target(int levels) : levels(levels), builder(kRam, levels) {
+    PageTableBuilder& b = builder;
+    std::mt19937_64 rng(levels);
+    for (std::uint64_t i = 16 * MiB; i < kRam; i += 8) {
+      const std::uint64_t v = rng();
+      std::memcpy(b.bytes().data() + i, &v, 8);
+    }
+    // Like Linux's kernel text: read-only, Accessed and Dirty set.
+    b.map(kHomeVa, kHomeGpa, 2 * MiB, P | A | D);
+    for (int i = 0; i < k4kPages; ++i)
+      if (!hole(i)) b.map(k4kVa + i * 4 * KiB, k4kGpa + (k4kPages - 1 - i) * 4 * KiB, 4 * KiB, P | A);
+    b.map(k2mVa, 26 * MiB, 2 * MiB, P | A | NX);
+    b.map(k2mVa + 2 * MiB, 22 * MiB, 2 * MiB, P | A | NX);
+    b.map(k1gVa, 0, GiB, P | A | NX);
+    for (int i = 0; i < 8; ++i) b.map(kUserVa + i * 4 * KiB, 30 * MiB + i * 4 * KiB, 4 * KiB, P | U | A | NX);
+    for (int i = 0; i < 4; ++i) b.map(kNoAccessedVa + i * 4 * KiB, 31 * MiB + i * 4 * KiB, 4 * KiB, P);
+    b.map(kAliasVa, kHomeGpa + 8 * KiB, 4 * KiB, P | A | NX);
+    ram = std::make_unique<ReadOnlyRam>(b.ram());
+    guest = std::make_unique<GuestRam>(GuestRam::view(ram->bytes()));
+  }
+  AddressSpace space() const {
+    return {builder.root(), levels == 5 ? PagingMode::k5Level : PagingMode::k4Level, true};
+  }
+  std::uint64_t hash() const {
+    std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the whole RAM
+    for (std::byte c : ram->bytes()) h = (h ^ std::to_integer<std::uint64_t>(c)) * 1099511628211ull;
+    return h;
+  }
+
+  int levels;
+  PageTableBuilder builder;
+  std::unique_ptr<ReadOnlyRam> ram;
+  std::unique_ptr<GuestRam> guest;
+};
+
+std::string kvm_unusable() {
+  std::string why;
+  return KvmBackend::available(&why) ? std::string() : why;
+}
+
+#define SKIP_WITHOUT_KVM()                                                         \
+  do {                                                                             \
+    if (std::string why = kvm_unusable(); !why.empty())                            \
+      GTEST_SKIP() << "kvm backend needs a usable /dev/kvm: " << why;              \
+  } while (0)
+
+// One read through both backends: same status, and the same bytes wherever the soft backend
+// promises them (all of them on success, those before the failing VA otherwise).
+void expect_same_read(MemoryBackend& kvm, MemoryBackend& soft, const AddressSpace& as,
+                      std::uint64_t va, std::size_t len) {
+  std::vector<std::byte> a(len, std::byte{0x5a}), b(len, std::byte{0xa5});
+  const Status sa = kvm.read(as, va, a), sb = soft.read(as, va, b);
+  ASSERT_EQ(sa.ok(), sb.ok()) << std::hex << "va 0x" << va << std::dec << " len " << len << ": "
+                              << (sa.ok() ? sb.error().describe() : sa.error().describe());
+  std::size_t valid = len;
+  if (!sb.ok()) {
+    EXPECT_EQ(sa.error(), sb.error()) << sa.error().describe() << " vs " << sb.error().describe();
+    valid = sb.error().va > va ? std::min<std::size_t>(len, sb.error().va - va) : 0;
+  }
+  ASSERT_EQ(std::memcmp(a.data(), b.data(), valid), 0)
+      << std::hex << "va 0x" << va << std::dec << " len " << len;
+}
+
+class KvmBackendTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_KVM();
+    target_ = std::make_unique<Target>(GetParam());
+    soft_ = std::make_unique<SoftBackend>(*target_->guest);
+    kvm_ = std::make_unique<KvmBackend>(*target_->guest, target_->space(), kHomeVa);
+    hash_before_ = target_->hash();
+  }
+  void TearDown() override {
+    if (target_ && !edited_) {
+      EXPECT_EQ(target_->hash(), hash_before_) << "the target's RAM changed";
+    }
+    if (kvm_) {
+      const KvmBackend::Stats& s = kvm_->stats();
+      RecordProperty("runs", static_cast<int>(s.runs));
+      RecordProperty("software_requests", static_cast<int>(s.software_requests));
+      if (GetParam() == 5 && s.agent_requests == 0)
+        std::printf("note: this KVM offers no LA57; 5-level reads took the software path\n");
+    }
+  }
+  AddressSpace as() const { return target_->space(); }
+
+  std::unique_ptr<Target> target_;
+  std::unique_ptr<SoftBackend> soft_;
+  std::unique_ptr<KvmBackend> kvm_;
+  std::uint64_t hash_before_ = 0;
+  bool edited_ = false;  // the test itself rewrote the target's RAM
+};
+
+TEST_P(KvmBackendTest, FourKilobytePagesAtEveryAlignmentAndLength) {
+  // Lengths around every width the agent distinguishes, at offsets around a page boundary.
+  std::vector<std::size_t> lengths;
+  for (std::size_t n = 1; n <= 40; ++n) lengths.push_back(n);
+  for (std::size_t n : {63, 64, 65, 127, 128, 129, 240, 255, 256, 257, 511, 512, 513, 1000,
+                        4095, 4096, 4097, 8191, 8192, 12293})
+    lengths.push_back(n);
+  // Pages 1 and 2 are mapped (page 5 is a hole): cross the 1|2 boundary.
+  const std::uint64_t boundary = k4kVa + 2 * 4 * KiB;
+  for (std::size_t len : lengths)
+    for (std::uint64_t back : {0, 1, 7, 8, 15, 16, 17, 255, 256, 4095})
+      expect_same_read(*kvm_, *soft_, as(), boundary - std::min<std::uint64_t>(back, len), len);
+}
+
+TEST_P(KvmBackendTest, LargePagesAndUserPages) {
+  for (std::size_t len : {1, 8, 15, 16, 17, 100, 256, 300, 4096, 5000, 70000})
+    for (std::uint64_t off : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{4095}, 2 * MiB - 7,
+                              2 * MiB - 4096 - 3}) {
+      expect_same_read(*kvm_, *soft_, as(), k2mVa + off, len);
+      expect_same_read(*kvm_, *soft_, as(), k1gVa + 40 * MiB + off, len);
+      expect_same_read(*kvm_, *soft_, as(), kUserVa + off % (8 * 4 * KiB), len);
+    }
+  // A read longer than one batch's output buffer.
+  expect_same_read(*kvm_, *soft_, as(), k2mVa + 5, 4 * MiB - 5);
+}
+
+TEST_P(KvmBackendTest, FaultsMatchTheSoftBackend) {
+  // Into a hole, from a mapped page; past the end of RAM inside the 1 GiB page; a
+  // non-canonical range; a read that ends exactly at a hole.
+  const std::uint64_t hole5 = k4kVa + 5 * 4 * KiB;
+  expect_same_read(*kvm_, *soft_, as(), hole5 - 100, 300);
+  expect_same_read(*kvm_, *soft_, as(), hole5, 1);
+  expect_same_read(*kvm_, *soft_, as(), hole5 - 100, 100);
+  expect_same_read(*kvm_, *soft_, as(), k1gVa + kRam - 100, 300);
+  expect_same_read(*kvm_, *soft_, as(), k1gVa + kRam + 12345, 16);
+  const std::uint64_t top = GetParam() == 5 ? 0x0100000000000000ull : 0x0000800000000000ull;
+  expect_same_read(*kvm_, *soft_, as(), top - 16, 32);
+  expect_same_read(*kvm_, *soft_, as(), top + 4096, 8);
+  expect_same_read(*kvm_, *soft_, as(), 0x1000, 8);  // nothing mapped at low VAs
+  // Bad lengths are refused before anything runs.
+  std::vector<std::byte> one(1);
+  EXPECT_EQ(kvm_->read(as(), ~0ull, std::span(one.data(), 2)).error().fault, Fault::kBadLength);
+  EXPECT_TRUE(kvm_->read(as(), k2mVa, std::span(one.data(), 0)).ok());
+}
+
+TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
+  // A fresh target per level: the entry for `va` at that level loses its present bit. The read
+  // starts on a mapped page just below `va`'s level-sized region, so it faults mid-request.
+  for (int level = GetParam(); level >= 1; --level) {
+    Target t(GetParam());
+    const std::uint64_t region = 1ull << (12 + 9 * (level - 1));
+    // Region aligned, and in the same top-level entry as nothing else we map.
+    const std::uint64_t va = level == 5 ? 0x00f0000000000000ull : 0xffff890000000000ull + 8 * region;
+    t.builder.map(va - 4 * KiB, 32 * MiB, 4 * KiB, P | A);
+    t.builder.map(va, 33 * MiB, 4 * KiB, P | A);
+    const std::uint64_t slot = t.builder.entry_gpa(va, level);
+    t.builder.set_entry(slot, t.builder.entry(slot) & ~P);
+    t.ram->write(t.builder.ram());
+    SoftBackend soft(*t.guest);
+    KvmBackend kvm(*t.guest, t.space(), kHomeVa);
+    std::vector<std::byte> a(6000), b(6000);
+    const Status sa = kvm.read(t.space(), va - 100, a), sb = soft.read(t.space(), va - 100, b);
+    ASSERT_FALSE(sb.ok());
+    ASSERT_FALSE(sa.ok()) << "level " << level;
+    EXPECT_EQ(sa.error(), sb.error()) << "level " << level << ": " << sa.error().describe();
+    EXPECT_EQ(sa.error().fault, Fault::kNotPresent);
+    EXPECT_EQ(sa.error().level, level);
+    EXPECT_EQ(sa.error().gpa, slot);
+    EXPECT_EQ(sa.error().va, va);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), 100), 0);
+  }
+}
+
+TEST_P(KvmBackendTest, RandomizedDifferential) {
+  // 10,000+ random reads over the whole synthetic space, mapped or not, in batches.
+  std::mt19937_64 rng(GetParam() * 7919);
+  const std::uint64_t bases[] = {k4kVa, k2mVa, k1gVa, k1gVa + kRam - 64 * KiB, kUserVa,
+                                 kHomeVa + 64 * KiB, kNoAccessedVa, 0x0000000000400000ull};
+  const std::uint64_t spans[] = {k4kPages * 4 * KiB, 4 * MiB, kRam, 128 * KiB, 36 * KiB,
+                                 64 * KiB, 20 * KiB, 8 * KiB};
+  constexpr int kReads = 10240, kBatch = 64;
+  int failures = 0, compared = 0;
+  for (int done = 0; done < kReads; done += kBatch) {
+    std::vector<std::vector<std::byte>> a(kBatch), b(kBatch);
+    std::vector<ReadRequest> ra, rb;
+    for (int i = 0; i < kBatch; ++i) {
+      const int which = static_cast<int>(rng() % std::size(bases));
+      const std::uint64_t va = bases[which] + rng() % spans[which];
+      const std::uint64_t r = rng() % 100;
+      const std::size_t len = r < 60 ? 1 + rng() % 64 : r < 95 ? 1 + rng() % 1024 : 1 + rng() % 9000;
+      a[i].assign(len, std::byte{1});
+      b[i].assign(len, std::byte{2});
+      ra.push_back({as(), va, a[i], {}});
+      rb.push_back({as(), va, b[i], {}});
+    }
+    kvm_->read_batch(ra);
+    soft_->read_batch(rb);
+    for (int i = 0; i < kBatch; ++i, ++compared) {
+      const Status& sa = ra[i].status;
+      const Status& sb = rb[i].status;
+      std::size_t valid = a[i].size();
+      if (sa.ok() != sb.ok() || (!sb.ok() && !(sa.error() == sb.error()))) {
+        ADD_FAILURE() << std::hex << "va 0x" << ra[i].va << std::dec << " len " << a[i].size()
+                      << ": kvm " << (sa.ok() ? "ok" : sa.error().describe()) << ", soft "
+                      << (sb.ok() ? "ok" : sb.error().describe());
+        if (++failures > 10) return;
+        continue;
+      }
+      if (!sb.ok()) valid = sb.error().va > ra[i].va ? std::min<std::size_t>(valid, sb.error().va - ra[i].va) : 0;
+      if (std::memcmp(a[i].data(), b[i].data(), valid) != 0) {
+        ADD_FAILURE() << std::hex << "bytes differ at va 0x" << ra[i].va << std::dec << " len "
+                      << a[i].size();
+        if (++failures > 10) return;
+      }
+    }
+  }
+  EXPECT_GE(compared, 10000);
+  if (GetParam() == 4 || kvm_->stats().agent_requests > 0) {
+    EXPECT_GT(kvm_->stats().agent_requests, 10000u) << "the ImEE answered too little itself";
+    EXPECT_EQ(kvm_->stats().vcpu_resets, 0u);
+  }
+}
+
+TEST_P(KvmBackendTest, BatchReadsUseOneRunPerBatch) {
+  constexpr int kCount = 80;  // fits in one batch (IMEE_MAX_REQUESTS)
+  std::vector<std::vector<std::byte>> a(kCount, std::vector<std::byte>(24));
+  std::vector<std::vector<std::byte>> b(kCount, std::vector<std::byte>(24));
+  std::vector<ReadRequest> ra, rb;
+  for (int i = 0; i < kCount; ++i) {
+    const std::uint64_t va = k4kVa + (i % k4kPages) * 4 * KiB + 4090 - i;
+    ra.push_back({as(), va, a[i], {}});
+    rb.push_back({as(), va, b[i], {}});
+  }
+  const std::uint64_t runs_before = kvm_->stats().runs;
+  kvm_->read_batch(ra);
+  soft_->read_batch(rb);
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_EQ(ra[i].status.ok(), rb[i].status.ok()) << i;
+    if (!rb[i].status.ok()) {
+      EXPECT_EQ(ra[i].status.error(), rb[i].status.error());
+    } else {
+      EXPECT_EQ(a[i], b[i]) << i;
+    }
+  }
+  if (GetParam() == 4) {
+    EXPECT_EQ(kvm_->stats().runs - runs_before, 1u);
+  }
+}
+
+TEST_P(KvmBackendTest, BlindSpotReadsRelocateTheAgent) {
+  const std::uint64_t home_gpa = kvm_->agent_home_gpa();
+  EXPECT_EQ(home_gpa, kHomeGpa);
+  // The home page read through its own VA, and a page-crossing read into it.
+  expect_same_read(*kvm_, *soft_, as(), kHomeVa + 123, 1000);
+  expect_same_read(*kvm_, *soft_, as(), kHomeVa - 0, 4096);
+  if (GetParam() == 5 && kvm_->stats().agent_requests == 0) return;  // software path only
+  EXPECT_GE(kvm_->stats().blind_spot_hits, 1u);
+  EXPECT_GE(kvm_->stats().relocations, 1u);
+  EXPECT_NE(kvm_->agent_home_gpa(), home_gpa);
+  // The new home, read through another VA that maps it (an alias the agent cannot see).
+  kvm_->set_agent_home(as(), kHomeVa + 8 * KiB);
+  EXPECT_EQ(kvm_->agent_home_gpa(), kHomeGpa + 8 * KiB);
+  const std::uint64_t hits = kvm_->stats().blind_spot_hits;
+  expect_same_read(*kvm_, *soft_, as(), kAliasVa, 4096);
+  expect_same_read(*kvm_, *soft_, as(), kAliasVa + 4000, 96);
+  EXPECT_GT(kvm_->stats().blind_spot_hits, hits);
+  // A home the target does not map executable is refused.
+  EXPECT_THROW(kvm_->set_agent_home(as(), k2mVa), Exception);
+  EXPECT_THROW(kvm_->set_agent_home(as(), k4kVa + 5 * 4 * KiB), Exception);
+}
+
+TEST_P(KvmBackendTest, TargetPageTableEditsAreSeenAtOnce) {
+  // The target remaps a page, unmaps it, maps it back: no translation may outlive its PTE.
+  const std::uint64_t va = k4kVa + 3 * 4 * KiB;
+  const std::uint64_t leaf = target_->builder.entry_gpa(va, 1);
+  const std::uint64_t original = target_->builder.entry(leaf);
+  edited_ = true;
+  for (std::uint64_t e : {(40 * MiB) | P | A, std::uint64_t{0}, (41 * MiB) | P | A, original}) {
+    target_->ram->write(std::as_bytes(std::span(&e, 1)), leaf);
+    expect_same_read(*kvm_, *soft_, as(), va + 8, 64);
+  }
+}
+
+TEST_P(KvmBackendTest, MissingAccessedBitNeverWritesTheTarget) {
+  // The MMU would set A in read-only RAM: KVM must not (TearDown checks the RAM hash too).
+  for (std::size_t len : {1, 8, 100, 4096, 9000})
+    expect_same_read(*kvm_, *soft_, as(), kNoAccessedVa + 77, len);
+  const std::uint64_t leaf = target_->builder.entry_gpa(kNoAccessedVa, 1);
+  std::uint64_t e = 0;
+  std::memcpy(&e, target_->ram->bytes().data() + leaf, 8);
+  EXPECT_EQ(e & A, 0u);
+}
+
+TEST_P(KvmBackendTest, PollModeServesReadsFromAnotherThread) {
+  kvm_->start_polling();
+  ASSERT_TRUE(kvm_->polling());
+  std::thread reader([&] {
+    std::mt19937_64 rng(3);
+    for (int i = 0; i < 300; ++i) {
+      const std::uint64_t va = k4kVa + rng() % (k4kPages * 4 * KiB);
+      expect_same_read(*kvm_, *soft_, as(), va, 1 + rng() % 600);
+    }
+    expect_same_read(*kvm_, *soft_, as(), kHomeVa + 5, 64);  // blind spot while polling
+  });
+  reader.join();
+  kvm_->stop_polling();
+  EXPECT_FALSE(kvm_->polling());
+  // Batch mode works again afterwards.
+  expect_same_read(*kvm_, *soft_, as(), k2mVa + 17, 333);
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, KvmBackendTest, ::testing::Values(4, 5),
+                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+
+TEST(KvmBackend, RefusesWritableTargetRam) {
+  SKIP_WITHOUT_KVM();
+  PageTableBuilder b(8 * MiB, 4);
+  b.map(kHomeVa, 4 * MiB, 2 * MiB, P | A);
+  // std::vector memory: writable, and not page aligned either way.
+  const GuestRam ram = GuestRam::view(b.ram());
+  EXPECT_THROW(KvmBackend(ram, {b.root(), PagingMode::k4Level, true}, kHomeVa), Exception);
+}
+
+}  // namespace
+}  // namespace imee

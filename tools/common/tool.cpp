@@ -1,0 +1,129 @@
+#include "tool.hpp"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string_view>
+
+namespace imee::tools {
+
+namespace {
+
+constexpr const char* kCommonUsage = R"(
+Target (one of):
+  --pid PID          a running QEMU; its guest RAM backend is found through /proc
+                     (needs share=on memory: memory-backend-file or memory-backend-memfd)
+  --ram FILE         a guest RAM file or a dump (raw, or an ELF core from dump-guest-memory)
+  --machine TYPE     RAM layout: flat, pc or q35 (default: from QEMU's command line; flat for files)
+Profile:
+  --profile FILE     cached profile (JSON); built and written there if missing and the two below
+                     are given
+  --kernel FILE      guest kernel image (vmlinuz, vmlinux) or raw BTF (/sys/kernel/btf/vmlinux)
+  --symbols FILE     guest kallsyms dump or System.map
+Backend and output:
+  --backend NAME     soft or auto (default auto)
+  --json             machine-readable output
+  --help             this text
+Exit status: 0 success, 1 failure (target, profile or guest read), 2 bad usage.
+)";
+
+class UsageError : public Exception {
+ public:
+  using Exception::Exception;
+};
+
+void print_usage(const ToolInfo& info, std::FILE* to) {
+  std::fprintf(to, "usage: %s (--pid PID | --ram FILE) --profile FILE [options]\n%s\n%s%s",
+               info.name, info.summary, info.extra_usage, kCommonUsage);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError("option " + std::string(arg) + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--pid") {
+      const std::string v = value();
+      pid_t pid = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), pid);
+      if (ec != std::errc() || end != v.data() + v.size() || pid <= 0)
+        throw UsageError("--pid needs a process id, got '" + v + "'");
+      o.target.qemu_pid = pid;
+    } else if (arg == "--ram") {
+      o.target.ram_path = value();
+    } else if (arg == "--machine") {
+      try {
+        o.target.machine = parse_machine_type(value());
+      } catch (const Exception& e) {
+        throw UsageError(e.what());
+      }
+    } else if (arg == "--profile") {
+      o.profile_path = value();
+    } else if (arg == "--kernel") {
+      o.kernel_path = value();
+    } else if (arg == "--symbols") {
+      o.symbols_path = value();
+    } else if (arg == "--backend") {
+      o.backend = value();
+    } else if (arg == "--json") {
+      o.json = true;
+    } else {
+      throw UsageError("unknown argument '" + std::string(arg) + "'");
+    }
+  }
+  if (!o.target.qemu_pid && o.target.ram_path.empty())
+    throw UsageError("no target: give --pid PID or --ram FILE");
+  if (o.profile_path.empty() && (o.kernel_path.empty() || o.symbols_path.empty()))
+    throw UsageError("no profile: give --profile FILE, or --kernel and --symbols to build one");
+  return o;
+}
+
+LinuxProfile open_profile(const Options& o) {
+  const bool can_build = !o.kernel_path.empty() && !o.symbols_path.empty();
+  if (!o.profile_path.empty() && (!can_build || std::filesystem::exists(o.profile_path)))
+    return LinuxProfile::load(o.profile_path);
+  LinuxProfile profile = LinuxProfile::build(o.kernel_path, o.symbols_path);
+  if (!o.profile_path.empty()) profile.save(o.profile_path);
+  return profile;
+}
+
+}  // namespace
+
+void print_json(const nlohmann::ordered_json& doc) {
+  std::cout << doc.dump(2) << '\n';
+}
+
+int run_tool(int argc, char** argv, const ToolInfo& info,
+             const std::function<void(Context&)>& body) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      print_usage(info, stdout);
+      return 0;
+    }
+  }
+  try {
+    Context ctx;
+    ctx.options = parse(argc, argv);
+    LinuxProfile profile = open_profile(ctx.options);
+    ctx.target = std::make_unique<Target>(Target::open(ctx.options.target));
+    ctx.backend = make_backend(ctx.options.backend, *ctx.target);
+    ctx.session = std::make_unique<Session>(*ctx.backend, std::move(profile));
+    body(ctx);
+    std::cout.flush();
+    return std::cout ? 0 : 1;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\n(try %s --help)\n", info.name, e.what(), info.name);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", info.name, e.what());
+    return 1;
+  }
+}
+
+}  // namespace imee::tools
