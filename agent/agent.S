@@ -53,7 +53,6 @@ wait:
 	cmpl	$IMEE_MODE_POLL, IMEE_HDR_MODE(%rbx)
 	jne	idle
 	incq	IMEE_HDR_POLLS(%rbx)
-	cpuid
 	pause
 	jmp	wait
 idle:

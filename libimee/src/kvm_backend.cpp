@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -55,7 +56,9 @@ constexpr std::uint64_t kCr4PAE = 1ull << 5, kCr4OSFXSR = 1ull << 9, kCr4OSXMMEX
                         kCr4LA57 = 1ull << 12;
 constexpr std::uint64_t kEferLME = 1ull << 8, kEferLMA = 1ull << 10, kEferNXE = 1ull << 11;
 
-int index_at(std::uint64_t va, int level) { return (va >> (12 + 9 * (level - 1))) & 511; }
+int index_at(std::uint64_t va, int level) {
+  return (va >> (12 + 9 * (level - 1))) & 511;
+}
 
 // Whether any byte of [p, p+len) is mapped writable in this process. A read-only memslot is
 // not enough on its own: KVM's shadow walker skips Accessed/Dirty updates in read-only slots,
@@ -108,7 +111,7 @@ struct KvmBackend::Impl {
 
   std::uint64_t seq = 0;
   std::array<std::atomic<std::uint8_t>, IMEE_MAX_REQUESTS> mmio_hit{};
-  std::atomic<bool> broken{false};  // the agent stopped in an unexpected way
+  std::atomic<bool> broken{false};           // the agent stopped in an unexpected way
   std::atomic<std::uint64_t> mmio_exits{0};  // counted on the poll thread too
   Stats stats;
 
@@ -392,8 +395,8 @@ bool KvmBackend::Impl::wait_for_poller() {
     if (poller_done.load(std::memory_order_acquire)) return false;
     if (spins < 4096)
       _mm_pause();
-    else
-      std::this_thread::yield();  // the vCPU may be sharing our CPU
+    else  // the vCPU thread may need our CPU: sleep rather than yield (CFS may not switch)
+      std::this_thread::sleep_for(std::chrono::microseconds(10));
   }
 }
 
@@ -411,10 +414,7 @@ void KvmBackend::Impl::stop_polling() {
   stopping = true;
   std::atomic_ref<std::uint32_t>(header().mode).store(IMEE_MODE_BATCH, std::memory_order_release);
   poller.join();
-  if (broken) {
-    ++stats.vcpu_resets;
-    restart_agent(cpu_mode, cpu_nxe);
-  }
+  if (broken) restart_agent(cpu_mode, cpu_nxe);  // counted by whoever noticed the failure
 }
 
 // Posts up to IMEE_MAX_REQUESTS jobs of one paging mode, runs them, and sorts the results:
@@ -490,8 +490,7 @@ bool KvmBackend::Impl::run_jobs(std::span<Job> jobs, std::vector<char>& soft_nee
   return true;
 }
 
-KvmBackend::KvmBackend(const GuestRam& ram, const AddressSpace& home_space,
-                       std::uint64_t home_va)
+KvmBackend::KvmBackend(const GuestRam& ram, const AddressSpace& home_space, std::uint64_t home_va)
     : impl_(std::make_unique<Impl>(ram)) {
   Impl& m = *impl_;
   m.set_up_local();
@@ -504,7 +503,9 @@ KvmBackend::KvmBackend(const GuestRam& ram, const AddressSpace& home_space,
   m.move_home(home_space, home_va);
 }
 
-KvmBackend::~KvmBackend() { impl_->stop_polling(); }
+KvmBackend::~KvmBackend() {
+  impl_->stop_polling();
+}
 
 bool KvmBackend::available(std::string* why) {
   const kvm::Capabilities& caps = kvm::capabilities();
@@ -531,7 +532,8 @@ void KvmBackend::read_batch(std::span<ReadRequest> requests) {
       continue;
     }
     for (std::size_t off = 0; off < r.dst.size(); off += kJobBytes) {
-      const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(kJobBytes, r.dst.size() - off));
+      const auto n =
+          static_cast<std::uint32_t>(std::min<std::size_t>(kJobBytes, r.dst.size() - off));
       jobs.push_back({r.space, r.va + off, r.dst.data() + off, n, i});
     }
   }
@@ -581,7 +583,9 @@ Status KvmBackend::read_physical(std::uint64_t gpa, std::span<std::byte> dst) {
   return impl_->soft.read_physical(gpa, dst);
 }
 
-std::vector<RamRegion> KvmBackend::ram_regions() const { return impl_->regions; }
+std::vector<RamRegion> KvmBackend::ram_regions() const {
+  return impl_->regions;
+}
 
 void KvmBackend::set_agent_home(const AddressSpace& space, std::uint64_t va) {
   const bool polled = impl_->poller.joinable();
@@ -590,12 +594,22 @@ void KvmBackend::set_agent_home(const AddressSpace& space, std::uint64_t va) {
   if (polled) impl_->start_polling();
 }
 
-std::uint64_t KvmBackend::agent_home_va() const { return impl_->home_va; }
-std::uint64_t KvmBackend::agent_home_gpa() const { return impl_->home_gpa; }
+std::uint64_t KvmBackend::agent_home_va() const {
+  return impl_->home_va;
+}
+std::uint64_t KvmBackend::agent_home_gpa() const {
+  return impl_->home_gpa;
+}
 
-void KvmBackend::start_polling() { impl_->start_polling(); }
-void KvmBackend::stop_polling() { impl_->stop_polling(); }
-bool KvmBackend::polling() const { return impl_->poller.joinable(); }
+void KvmBackend::start_polling() {
+  impl_->start_polling();
+}
+void KvmBackend::stop_polling() {
+  impl_->stop_polling();
+}
+bool KvmBackend::polling() const {
+  return impl_->poller.joinable();
+}
 const KvmBackend::Stats& KvmBackend::stats() const {
   impl_->stats.mmio_exits = impl_->mmio_exits.load(std::memory_order_relaxed);
   impl_->stats.agent_polls =

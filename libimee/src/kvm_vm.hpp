@@ -61,7 +61,7 @@ struct Capabilities {
   bool immediate_exit = false;
   bool la57 = false;  // the guest may use 5-level paging
   int max_memslots = 0;
-  int phys_bits = 36;  // guest MAXPHYADDR
+  int phys_bits = 36;   // guest MAXPHYADDR
   std::string why_not;  // when !usable
 };
 const Capabilities& capabilities();

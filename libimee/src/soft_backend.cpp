@@ -12,22 +12,8 @@ Status check_range(std::uint64_t va, std::size_t len) {
 }
 
 Status SoftBackend::read(const AddressSpace& space, std::uint64_t va, std::span<std::byte> dst) {
-  if (Status s = check_range(va, dst.size()); !s) return s;
-  std::size_t done = 0;
-  while (done < dst.size()) {
-    const std::uint64_t cur = va + done;
-    Expected<Translation> t = imee::translate(ram_, space, cur);
-    if (!t) return t.error();
-    // Copy up to the end of this page (of whatever size the walk found).
-    const std::uint64_t in_page = t->page_size - (cur & (t->page_size - 1));
-    const std::size_t n =
-        static_cast<std::size_t>(std::min<std::uint64_t>(in_page, dst.size() - done));
-    const std::byte* src = ram_.host(t->gpa, n);
-    if (src == nullptr) return Error{Fault::kBeyondRam, cur, t->gpa, 0};
-    std::memcpy(dst.data() + done, src, n);
-    done += n;
-  }
-  return {};
+  return copy_translated(ram_, va, dst,
+                         [&](std::uint64_t cur) { return imee::translate(ram_, space, cur); });
 }
 
 void SoftBackend::read_batch(std::span<ReadRequest> requests) {

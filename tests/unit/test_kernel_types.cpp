@@ -667,7 +667,9 @@ TEST(KernelTypesReal, Banner) {
         << "a vmlinux's segments place every banner";
     EXPECT_EQ(types.banner_at(b.text_offset), b.text);
     // Each banner in the kernel's data ends with a newline right after what we report.
-    if (!elf.empty()) EXPECT_NE(elf.find(b.text + "\n"), std::string::npos);
+    if (!elf.empty()) {
+      EXPECT_NE(elf.find(b.text + "\n"), std::string::npos);
+    }
   }
   EXPECT_EQ(types.banner_at(1), "");
 }

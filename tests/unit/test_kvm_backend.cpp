@@ -31,12 +31,15 @@ constexpr std::uint64_t k4kVa = 0xffff888000000000ull;  // 64 scattered 4 KiB pa
 constexpr std::uint64_t k4kGpa = 20 * MiB;
 constexpr int k4kPages = 64;
 constexpr std::uint64_t k2mVa = 0xffffc90000000000ull;  // two 2 MiB pages, swapped in GPA
-constexpr std::uint64_t k1gVa = 0x0000004000000000ull;  // one 1 GiB page over GPA 0: ends beyond RAM
-constexpr std::uint64_t kUserVa = 0x00007f0000000000ull;  // user pages, NX
+constexpr std::uint64_t k1gVa =
+    0x0000004000000000ull;  // one 1 GiB page over GPA 0: ends beyond RAM
+constexpr std::uint64_t kUserVa = 0x00007f0000000000ull;        // user pages, NX
 constexpr std::uint64_t kNoAccessedVa = 0xffff888100000000ull;  // leaves without the A bit
-constexpr std::uint64_t kAliasVa = 0xffff888200000000ull;  // a second mapping of the home page
+constexpr std::uint64_t kAliasVa = 0xffff888200000000ull;       // a second mapping of the home page
 
-bool hole(int i) { return i % 9 == 5; }
+bool hole(int i) {
+  return i % 9 == 5;
+}
 
 struct Target {
   explicit Target(int levels) : levels(levels), builder(kRam, levels) {
@@ -49,12 +52,15 @@ struct Target {
     // Like Linux's kernel text: read-only, Accessed and Dirty set.
     b.map(kHomeVa, kHomeGpa, 2 * MiB, P | A | D);
     for (int i = 0; i < k4kPages; ++i)
-      if (!hole(i)) b.map(k4kVa + i * 4 * KiB, k4kGpa + (k4kPages - 1 - i) * 4 * KiB, 4 * KiB, P | A);
+      if (!hole(i))
+        b.map(k4kVa + i * 4 * KiB, k4kGpa + (k4kPages - 1 - i) * 4 * KiB, 4 * KiB, P | A);
     b.map(k2mVa, 26 * MiB, 2 * MiB, P | A | NX);
     b.map(k2mVa + 2 * MiB, 22 * MiB, 2 * MiB, P | A | NX);
     b.map(k1gVa, 0, GiB, P | A | NX);
-    for (int i = 0; i < 8; ++i) b.map(kUserVa + i * 4 * KiB, 30 * MiB + i * 4 * KiB, 4 * KiB, P | U | A | NX);
-    for (int i = 0; i < 4; ++i) b.map(kNoAccessedVa + i * 4 * KiB, 31 * MiB + i * 4 * KiB, 4 * KiB, P);
+    for (int i = 0; i < 8; ++i)
+      b.map(kUserVa + i * 4 * KiB, 30 * MiB + i * 4 * KiB, 4 * KiB, P | U | A | NX);
+    for (int i = 0; i < 4; ++i)
+      b.map(kNoAccessedVa + i * 4 * KiB, 31 * MiB + i * 4 * KiB, 4 * KiB, P);
     b.map(kAliasVa, kHomeGpa + 8 * KiB, 4 * KiB, P | A | NX);
     ram = std::make_unique<ReadOnlyRam>(b.ram());
     guest = std::make_unique<GuestRam>(GuestRam::view(ram->bytes()));
@@ -79,10 +85,10 @@ std::string kvm_unusable() {
   return KvmBackend::available(&why) ? std::string() : why;
 }
 
-#define SKIP_WITHOUT_KVM()                                                         \
-  do {                                                                             \
-    if (std::string why = kvm_unusable(); !why.empty())                            \
-      GTEST_SKIP() << "kvm backend needs a usable /dev/kvm: " << why;              \
+#define SKIP_WITHOUT_KVM()                                            \
+  do {                                                                \
+    if (std::string why = kvm_unusable(); !why.empty())               \
+      GTEST_SKIP() << "kvm backend needs a usable /dev/kvm: " << why; \
   } while (0)
 
 // One read through both backends: same status, and the same bytes wherever the soft backend
@@ -136,8 +142,8 @@ TEST_P(KvmBackendTest, FourKilobytePagesAtEveryAlignmentAndLength) {
   // Lengths around every width the agent distinguishes, at offsets around a page boundary.
   std::vector<std::size_t> lengths;
   for (std::size_t n = 1; n <= 40; ++n) lengths.push_back(n);
-  for (std::size_t n : {63, 64, 65, 127, 128, 129, 240, 255, 256, 257, 511, 512, 513, 1000,
-                        4095, 4096, 4097, 8191, 8192, 12293})
+  for (std::size_t n : {63,  64,  65,  127,  128,  129,  240,  255,  256,  257,
+                        511, 512, 513, 1000, 4095, 4096, 4097, 8191, 8192, 12293})
     lengths.push_back(n);
   // Pages 1 and 2 are mapped (page 5 is a hole): cross the 1|2 boundary.
   const std::uint64_t boundary = k4kVa + 2 * 4 * KiB;
@@ -184,7 +190,8 @@ TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
     Target t(GetParam());
     const std::uint64_t region = 1ull << (12 + 9 * (level - 1));
     // Region aligned, and in the same top-level entry as nothing else we map.
-    const std::uint64_t va = level == 5 ? 0x00f0000000000000ull : 0xffff890000000000ull + 8 * region;
+    const std::uint64_t va =
+        level == 5 ? 0x00f0000000000000ull : 0xffff890000000000ull + 8 * region;
     t.builder.map(va - 4 * KiB, 32 * MiB, 4 * KiB, P | A);
     t.builder.map(va, 33 * MiB, 4 * KiB, P | A);
     const std::uint64_t slot = t.builder.entry_gpa(va, level);
@@ -208,10 +215,12 @@ TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
 TEST_P(KvmBackendTest, RandomizedDifferential) {
   // 10,000+ random reads over the whole synthetic space, mapped or not, in batches.
   std::mt19937_64 rng(GetParam() * 7919);
-  const std::uint64_t bases[] = {k4kVa, k2mVa, k1gVa, k1gVa + kRam - 64 * KiB, kUserVa,
-                                 kHomeVa + 64 * KiB, kNoAccessedVa, 0x0000000000400000ull};
-  const std::uint64_t spans[] = {k4kPages * 4 * KiB, 4 * MiB, kRam, 128 * KiB, 36 * KiB,
-                                 64 * KiB, 20 * KiB, 8 * KiB};
+  const std::uint64_t bases[] = {k4kVa,         k2mVa,
+                                 k1gVa,         k1gVa + kRam - 64 * KiB,
+                                 kUserVa,       kHomeVa + 64 * KiB,
+                                 kNoAccessedVa, 0x0000000000400000ull};
+  const std::uint64_t spans[] = {k4kPages * 4 * KiB, 4 * MiB,  kRam,     128 * KiB,
+                                 36 * KiB,           64 * KiB, 20 * KiB, 8 * KiB};
   constexpr int kReads = 10240, kBatch = 64;
   int failures = 0, compared = 0;
   for (int done = 0; done < kReads; done += kBatch) {
@@ -221,7 +230,9 @@ TEST_P(KvmBackendTest, RandomizedDifferential) {
       const int which = static_cast<int>(rng() % std::size(bases));
       const std::uint64_t va = bases[which] + rng() % spans[which];
       const std::uint64_t r = rng() % 100;
-      const std::size_t len = r < 60 ? 1 + rng() % 64 : r < 95 ? 1 + rng() % 1024 : 1 + rng() % 9000;
+      const std::size_t len = r < 60   ? 1 + rng() % 64
+                              : r < 95 ? 1 + rng() % 1024
+                                       : 1 + rng() % 9000;
       a[i].assign(len, std::byte{1});
       b[i].assign(len, std::byte{2});
       ra.push_back({as(), va, a[i], {}});
@@ -240,7 +251,9 @@ TEST_P(KvmBackendTest, RandomizedDifferential) {
         if (++failures > 10) return;
         continue;
       }
-      if (!sb.ok()) valid = sb.error().va > ra[i].va ? std::min<std::size_t>(valid, sb.error().va - ra[i].va) : 0;
+      if (!sb.ok())
+        valid =
+            sb.error().va > ra[i].va ? std::min<std::size_t>(valid, sb.error().va - ra[i].va) : 0;
       if (std::memcmp(a[i].data(), b[i].data(), valid) != 0) {
         ADD_FAILURE() << std::hex << "bytes differ at va 0x" << ra[i].va << std::dec << " len "
                       << a[i].size();

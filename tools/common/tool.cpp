@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <chrono>
+#include <fstream>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -26,6 +30,7 @@ Profile:
 Backend and output:
   --backend NAME     soft or auto (default auto)
   --json             machine-readable output
+  --stats            print run time and peak memory to stderr (own memory vs. mapped guest RAM)
   --help             this text
 Exit status: 0 success, 1 failure (target, profile or guest read), 2 bad usage.
 )";
@@ -40,7 +45,7 @@ void print_usage(const ToolInfo& info, std::FILE* to) {
                info.name, info.summary, info.extra_usage, kCommonUsage);
 }
 
-Options parse(int argc, char** argv) {
+Options parse(int argc, char** argv, const ToolInfo& info) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -73,6 +78,11 @@ Options parse(int argc, char** argv) {
       o.backend = value();
     } else if (arg == "--json") {
       o.json = true;
+    } else if (arg == "--stats") {
+      o.stats = true;
+    } else if (std::find(info.extra_options.begin(), info.extra_options.end(), arg) !=
+               info.extra_options.end()) {
+      o.extra[std::string(arg)] = value();
     } else {
       throw UsageError("unknown argument '" + std::string(arg) + "'");
     }
@@ -93,6 +103,32 @@ LinuxProfile open_profile(const Options& o) {
   return profile;
 }
 
+// kB of field `key` in /proc/self/status, or in the /proc/self/smaps block of the mapping that
+// starts at `mapping` when given.
+long proc_kb(const std::string& key, const void* mapping = nullptr) {
+  std::ifstream in(mapping ? "/proc/self/smaps" : "/proc/self/status");
+  char start[32];
+  std::snprintf(start, sizeof start, "%lx-", reinterpret_cast<unsigned long>(mapping));
+  bool inside = mapping == nullptr;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (mapping && line.find('-') != std::string::npos && std::isxdigit(line[0]) &&
+        line.find(' ') > line.find('-'))
+      inside = line.starts_with(start);
+    if (inside && line.starts_with(key + ":")) return std::stol(line.substr(key.size() + 1));
+  }
+  return 0;
+}
+
+void print_stats(const Context& ctx, double seconds) {
+  const long hwm = proc_kb("VmHWM");
+  const long ram = ctx.target ? proc_kb("Rss", ctx.target->ram().mapping().data()) : 0;
+  std::fprintf(stderr,
+               "stats: %.2f ms; peak RSS %.1f MB, of which guest RAM mapped at exit %.1f MB, "
+               "own memory at most %.1f MB\n",
+               seconds * 1e3, hwm / 1024.0, ram / 1024.0, (hwm - ram) / 1024.0);
+}
+
 }  // namespace
 
 void print_json(const nlohmann::ordered_json& doc) {
@@ -107,15 +143,18 @@ int run_tool(int argc, char** argv, const ToolInfo& info,
       return 0;
     }
   }
+  const auto start = std::chrono::steady_clock::now();
   try {
     Context ctx;
-    ctx.options = parse(argc, argv);
+    ctx.options = parse(argc, argv, info);
     LinuxProfile profile = open_profile(ctx.options);
     ctx.target = std::make_unique<Target>(Target::open(ctx.options.target));
     ctx.backend = make_backend(ctx.options.backend, *ctx.target);
     ctx.session = std::make_unique<Session>(*ctx.backend, std::move(profile));
     body(ctx);
     std::cout.flush();
+    if (ctx.options.stats)
+      print_stats(ctx, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return std::cout ? 0 : 1;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: %s\n(try %s --help)\n", info.name, e.what(), info.name);

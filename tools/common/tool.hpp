@@ -5,7 +5,9 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "imee/session.hpp"
 #include "imee/target.hpp"
@@ -16,6 +18,7 @@ struct ToolInfo {
   const char* name;
   const char* summary;      // one line for --help
   const char* extra_usage;  // tool-specific options for --help, or ""
+  std::vector<std::string> extra_options = {};  // tool-specific "--name VALUE" options
 };
 
 struct Options {
@@ -25,6 +28,8 @@ struct Options {
   std::string symbols_path;  // kallsyms / System.map, to build a profile or resolve addresses
   std::string backend = "auto";
   bool json = false;
+  bool stats = false;
+  std::map<std::string, std::string> extra;  // values of ToolInfo::extra_options given
 };
 
 struct Context {

@@ -99,16 +99,16 @@ struct imee_agent_config {
 };
 
 struct imee_data_header {
-  uint32_t magic;         /* host: IMEE_AGENT_MAGIC */
-  uint32_t version;       /* host: IMEE_AGENT_PROTOCOL_VERSION */
-  uint32_t mode;          /* host: IMEE_MODE_* */
-  uint32_t count;         /* host: requests in the posted batch, <= IMEE_MAX_REQUESTS */
-  uint64_t doorbell;      /* host: sequence number of the posted batch (store last, release) */
-  uint64_t completed;     /* agent: sequence number of the last batch served (store last) */
-  uint32_t faults;        /* agent: exceptions taken while serving requests */
-  uint32_t stray_vector;  /* agent: exception outside any request, or IMEE_STRAY_NONE */
-  uint64_t stray_rip;     /* agent: where that exception happened */
-  uint64_t polls;         /* agent: doorbell checks in poll mode (a heartbeat) */
+  uint32_t magic;        /* host: IMEE_AGENT_MAGIC */
+  uint32_t version;      /* host: IMEE_AGENT_PROTOCOL_VERSION */
+  uint32_t mode;         /* host: IMEE_MODE_* */
+  uint32_t count;        /* host: requests in the posted batch, <= IMEE_MAX_REQUESTS */
+  uint64_t doorbell;     /* host: sequence number of the posted batch (store last, release) */
+  uint64_t completed;    /* agent: sequence number of the last batch served (store last) */
+  uint32_t faults;       /* agent: exceptions taken while serving requests */
+  uint32_t stray_vector; /* agent: exception outside any request, or IMEE_STRAY_NONE */
+  uint64_t stray_rip;    /* agent: where that exception happened */
+  uint64_t polls;        /* agent: doorbell checks in poll mode (a heartbeat) */
   uint64_t reserved;
 };
 

@@ -59,6 +59,10 @@ class GuestRam {
   std::vector<RamRegion> regions() const;
   std::uint64_t total_size() const;
   const std::string& name() const { return name_; }
+  // The whole mapped file (empty for views), e.g. to find it in /proc/self/smaps.
+  std::span<const std::byte> mapping() const {
+    return {static_cast<const std::byte*>(map_), map_size_};
+  }
 
  private:
   struct Mapped {

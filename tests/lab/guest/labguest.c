@@ -779,6 +779,33 @@ static void con_info(const char *fmt, ...)
     con("%s%s", con_prefix_buf, buf);
 }
 
+/* spawn N: N more sleeping processes ("extra-NNNNN"), to grow the task list for benchmarks. */
+static void cmd_spawn(const char *arg)
+{
+    static int extras;
+    long n = arg ? strtol(arg, NULL, 10) : 0;
+    if (n <= 0 || n > 20000) {
+        out("ERR spawn needs a count between 1 and 20000\n");
+        return;
+    }
+    for (long i = 0; i < n; ++i) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            out("ERR fork: %s\n", strerror(errno));
+            return;
+        }
+        if (pid == 0) {
+            char name[16];
+            snprintf(name, sizeof name, "extra-%05d", extras % 100000);
+            prctl(PR_SET_NAME, name, 0, 0, 0);
+            for (;;)
+                pause();
+        }
+        ++extras;
+    }
+    out("spawned %ld, %d extra processes in all\n", n, extras);
+}
+
 static void handle(char *line)
 {
     char *arg = strchr(line, ' ');
@@ -801,8 +828,10 @@ static void handle(char *line)
         struct kinfo k;
         get_kinfo(&k);
         print_kinfo(&k, out_line);
+    } else if (strcmp(line, "spawn") == 0) {
+        cmd_spawn(arg);
     } else if (strcmp(line, "help") == 0) {
-        out("commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | help\n");
+        out("commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | spawn N | help\n");
     } else {
         out("ERR unknown command: %s\n", line);
     }

@@ -1,0 +1,269 @@
+// imee-bench: how fast each backend reads a live guest, and how fast the tools run.
+// A benchmark, not a test: it prints numbers (a table, or JSON with --json) and asserts nothing.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "bench/cached_translation.hpp"
+#include "common/tool.hpp"
+#include "imee/linux.hpp"
+#include "imee/soft_backend.hpp"
+
+extern char** environ;
+
+namespace imee::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::ordered_json;
+
+double ns_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+}
+
+struct Stats {
+  double median = 0, p99 = 0;
+};
+
+Stats stats(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
+}
+
+// Per-operation cost: `samples` samples of `batch` back-to-back operations each, so the clock's own
+// cost is amortized; median and p99 are over the samples' per-operation means.
+template <class Op>
+Stats per_op(int samples, int batch, Op&& op) {
+  std::vector<double> v;
+  v.reserve(samples);
+  for (int s = 0; s < samples; ++s) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < batch; ++i) op(i);
+    v.push_back(ns_since(t0) / batch);
+  }
+  return stats(std::move(v));
+}
+
+// The median over `runs` repetitions of a measurement (the figure the README reports).
+template <class Measure>
+Stats repeat(int runs, Measure&& measure) {
+  std::vector<double> med, p99;
+  for (int r = 0; r < runs; ++r) {
+    const Stats s = measure();
+    med.push_back(s.median);
+    p99.push_back(s.p99);
+  }
+  return {stats(med).median, stats(p99).median};
+}
+
+std::string machine_label() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  bool hypervisor = false;
+  while (std::getline(cpuinfo, line)) {
+    if (line.starts_with("model name") && model == "unknown CPU") model = line.substr(line.find(':') + 2);
+    if (line.starts_with("flags") && line.find(" hypervisor") != std::string::npos) hypervisor = true;
+  }
+  utsname u{};
+  uname(&u);
+  return model + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs" +
+         (hypervisor ? " (a VM)" : "") + ", Linux " + u.release;
+}
+
+struct BackendFigures {
+  std::string name;
+  std::vector<std::pair<std::size_t, Stats>> read_ns;  // by read size
+  Stats batch_field_ns, walk_us;
+};
+
+BackendFigures measure_backend(MemoryBackend& backend, Session& session, const std::vector<Task>& tasks,
+                               int runs) {
+  BackendFigures f{std::string(backend.name()), {}, {}, {}};
+  const AddressSpace& kernel = session.kernel_space();
+  std::vector<std::byte> buf(4096);
+  // Kernel VAs spread over every task_struct (direct map), at varying offsets inside them.
+  std::vector<std::uint64_t> vas;
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 4096; ++i) vas.push_back(tasks[rng() % tasks.size()].address + (rng() % 64) * 8);
+  for (std::size_t size : {4, 8, 64, 256, 1024, 4096}) {
+    const Stats s = repeat(runs, [&] {
+      return per_op(200, 64, [&](int i) {
+        (void)backend.read(kernel, vas[i * 61 % vas.size()], std::span(buf.data(), size));
+      });
+    });
+    f.read_ns.emplace_back(size, s);
+  }
+
+  // pid, comm and cred pointer of every task in one call.
+  const LinuxLayout& l = session.profile().layout;
+  std::vector<std::byte> out(tasks.size() * 32);
+  std::vector<ReadRequest> batch;
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    std::byte* o = out.data() + i * 32;
+    batch.push_back({kernel, tasks[i].address + l.task_pid, std::span(o, 4), {}});
+    batch.push_back({kernel, tasks[i].address + l.task_comm, std::span(o + 8, 16), {}});
+    batch.push_back({kernel, tasks[i].address + l.task_real_cred, std::span(o + 24, 8), {}});
+  }
+  f.batch_field_ns = repeat(runs, [&] {
+    return per_op(50, 1, [&](int) { backend.read_batch(batch); });
+  });
+  f.batch_field_ns.median /= batch.size();
+  f.batch_field_ns.p99 /= batch.size();
+
+  // The whole walk: list, then pid, comm, parent, creds of every task.
+  Session walker(backend, session.profile());
+  f.walk_us = repeat(runs, [&] { return per_op(20, 1, [&](int) { (void)read_tasks(walker); }); });
+  f.walk_us.median /= 1000;
+  f.walk_us.p99 /= 1000;
+  return f;
+}
+
+struct ToolFigures {
+  std::string name;
+  Stats wall_ms;
+  double max_rss_mb = 0;  // everything, mapped guest RAM included
+  double own_mb = 0;      // beyond the mapped guest RAM, as the tool's --stats reports it
+};
+
+ToolFigures measure_tool(const std::string& path, const std::vector<std::string>& args, int runs) {
+  ToolFigures f{std::filesystem::path(path).filename(), {}, 0, 0};
+  const std::string err = std::filesystem::temp_directory_path() / ("imee-bench-" + std::to_string(getpid()));
+  std::vector<double> wall;
+  for (int r = 0; r < std::max(runs, 10); ++r) {
+    std::vector<char*> argv{const_cast<char*>(path.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(const_cast<char*>("--stats"));
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const auto t0 = Clock::now();
+    pid_t pid;
+    if (posix_spawn(&pid, path.c_str(), &fa, nullptr, argv.data(), environ) != 0)
+      throw Exception("cannot run " + path);
+    int status = 0;
+    rusage ru{};
+    wait4(pid, &status, 0, &ru);
+    wall.push_back(ns_since(t0) / 1e6);
+    posix_spawn_file_actions_destroy(&fa);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw Exception(path + " failed while benchmarking");
+    f.max_rss_mb = std::max(f.max_rss_mb, ru.ru_maxrss / 1024.0);
+    std::ifstream stats(err);
+    std::string line;
+    while (std::getline(stats, line))
+      if (const auto at = line.find("own memory at most "); at != std::string::npos)
+        f.own_mb = std::max(f.own_mb, std::stod(line.substr(at + 19)));
+  }
+  std::filesystem::remove(err);
+  f.wall_ms = stats(wall);
+  return f;
+}
+
+}  // namespace
+}  // namespace imee::bench
+
+int main(int argc, char** argv) {
+  using namespace imee;
+  using namespace imee::bench;
+  const tools::ToolInfo info{
+      "imee-bench",
+      "Benchmarks reads of a live guest through each backend and the tools' run times.",
+      "Benchmark:\n"
+      "  --runs N           repetitions of each measurement; medians are reported (default 5)\n"
+      "  --tools-dir DIR    where pidlist, pslist, credlist and syscalldmp are (default: beside\n"
+      "                     imee-bench); needs --profile to be cached already\n",
+      {"--runs", "--tools-dir"}};
+  return tools::run_tool(argc, argv, info, [&](tools::Context& ctx) {
+    const int runs = std::stoi(ctx.options.extra.contains("--runs") ? ctx.options.extra["--runs"] : "5");
+    Session& session = *ctx.session;
+    const std::vector<Task> tasks = read_tasks(session);
+
+    std::vector<BackendFigures> backends;
+    backends.push_back(measure_backend(*ctx.backend, session, tasks, runs));
+    CachedTranslationBackend cached(ctx.target->ram());
+    backends.push_back(measure_backend(cached, session, tasks, runs));
+
+    // End to end, as a user runs them: process start to exit, profile cached.
+    std::vector<ToolFigures> tools;
+    const std::string dir = ctx.options.extra.contains("--tools-dir")
+                                ? ctx.options.extra["--tools-dir"]
+                                : std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+    std::vector<std::string> args;
+    if (ctx.options.target.qemu_pid) args = {"--pid", std::to_string(*ctx.options.target.qemu_pid)};
+    else args = {"--ram", ctx.options.target.ram_path};
+    if (!ctx.options.profile_path.empty()) {
+      args.insert(args.end(), {"--profile", ctx.options.profile_path});
+      for (const char* t : {"pidlist", "pslist", "credlist", "syscalldmp"})
+        tools.push_back(measure_tool(dir + "/" + t, args, runs));
+    }
+    // First run: the profile built from the kernel image and the symbol list.
+    Stats profile_ms{};
+    if (!ctx.options.kernel_path.empty() && !ctx.options.symbols_path.empty()) {
+      profile_ms = repeat(std::min(runs, 3), [&] {
+        return per_op(1, 1, [&](int) { (void)LinuxProfile::build(ctx.options.kernel_path, ctx.options.symbols_path); });
+      });
+      profile_ms.median /= 1e6;
+      profile_ms.p99 /= 1e6;
+    }
+
+    const auto& k = session.kernel();
+    ordered_json doc{{"tool", "imee-bench"},
+                     {"machine", machine_label()},
+                     {"paging_levels", static_cast<int>(k.space.mode)},
+                     {"tasks", tasks.size()},
+                     {"runs", runs}};
+    for (const auto& b : backends) {
+      ordered_json j{{"backend", b.name}};
+      for (const auto& [size, s] : b.read_ns) j["read_ns"][std::to_string(size)] = {{"median", s.median}, {"p99", s.p99}};
+      j["reads_per_second_8B"] = 1e9 / b.read_ns[1].second.median;
+      j["batch_ns_per_field"] = b.batch_field_ns.median;
+      j["task_walk_us"] = b.walk_us.median;
+      doc["backends"].push_back(j);
+    }
+    for (const auto& t : tools)
+      doc["tools"].push_back({{"tool", t.name},
+                              {"wall_ms_median", t.wall_ms.median},
+                              {"wall_ms_p99", t.wall_ms.p99},
+                              {"max_rss_mb", t.max_rss_mb},
+                              {"own_memory_mb", t.own_mb}});
+    if (profile_ms.median > 0) doc["profile_build_ms"] = profile_ms.median;
+    if (ctx.options.json) {
+      tools::print_json(doc);
+      return;
+    }
+    std::printf("imee-bench on %s\nguest: %d-level paging, %zu tasks; medians of %d runs\n\n",
+                machine_label().c_str(), static_cast<int>(k.space.mode), tasks.size(), runs);
+    std::printf("%-10s", "backend");
+    for (const auto& [size, s] : backends[0].read_ns) std::printf(" %11s", (std::to_string(size) + "B med/p99").c_str());
+    std::printf(" %10s %11s %10s\n", "reads/s 8B", "batch ns/f", "walk us");
+    for (const auto& b : backends) {
+      std::printf("%-10s", b.name.c_str());
+      for (const auto& [size, s] : b.read_ns) std::printf(" %5.0f/%-5.0f", s.median, s.p99);
+      std::printf(" %10.2fM %11.1f %10.1f\n", 1e3 / b.read_ns[1].second.median, b.batch_field_ns.median, b.walk_us.median);
+    }
+    std::printf("(soft+tlb caches translations like LibVMI/memflow: NOT consistent, shown for the cost ratio)\n");
+    std::printf("consistency cost, 8-byte read: %.2fx; task walk: %.2fx\n",
+                backends[0].read_ns[1].second.median / backends[1].read_ns[1].second.median,
+                backends[0].walk_us.median / backends[1].walk_us.median);
+    if (!tools.empty()) {
+      std::printf("\n%-11s %12s %12s %12s %12s\n", "tool", "wall ms med", "wall ms p99",
+                  "max RSS MB", "own MB");
+      for (const auto& t : tools)
+        std::printf("%-11s %12.2f %12.2f %12.1f %12.1f\n", t.name.c_str(), t.wall_ms.median,
+                    t.wall_ms.p99, t.max_rss_mb, t.own_mb);
+      std::printf("(max RSS counts the guest RAM the host kernel maps in; own MB excludes it)\n");
+    }
+    if (profile_ms.median > 0) std::printf("\nprofile build (first run): %.0f ms\n", profile_ms.median);
+  });
+}
