@@ -16,8 +16,8 @@ namespace {
 
 // Symbols the Linux layer and the tools use. _text is the origin of every offset.
 constexpr const char* kProfileSymbols[] = {
-    "_text",        "_etext",           "init_task",      "init_top_pgt",
-    "linux_banner", "page_offset_base", "sys_call_table",
+    "_text",        "_etext",       "entry_SYSCALL_64", "init_task",
+    "init_top_pgt", "linux_banner", "page_offset_base", "sys_call_table",
 };
 
 // One table maps JSON keys to layout fields, for building, saving and loading alike.

@@ -96,6 +96,9 @@ KernelLocation locate_kernel(MemoryBackend& backend, const LinuxProfile& profile
 Session::Session(MemoryBackend& backend, LinuxProfile profile)
     : backend_(backend), profile_(std::move(profile)), kernel_(locate_kernel(backend_, profile_)) {}
 
+Session::Session(MemoryBackend& backend, LinuxProfile profile, const KernelLocation& kernel)
+    : backend_(backend), profile_(std::move(profile)), kernel_(kernel) {}
+
 std::uint64_t Session::symbol(std::string_view name) const {
   return kernel_.text_va + profile_.symbol_offset(name);
 }

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "imee/kvm_backend.hpp"
 #include "imee/soft_backend.hpp"
 
 namespace imee {
@@ -111,9 +112,40 @@ std::string Target::describe() const {
   return out + "RAM " + ram_.name() + " (" + size + ", " + to_string(machine_) + " layout)";
 }
 
-std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Target& target) {
-  if (name == "soft" || name == "auto") return std::make_unique<SoftBackend>(target.ram());
-  throw Exception("unknown backend '" + name + "' (available: soft, auto)");
+namespace {
+
+bool host_has_hardware_virtualization() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.starts_with("flags"))
+      return line.find(" vmx") != std::string::npos || line.find(" svm") != std::string::npos;
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Target& target,
+                                            const AgentHome& home, std::string* why) {
+  std::string reason;
+  std::string chosen = name;
+  if (name == "auto") {
+    chosen = "soft";
+    if (!host_has_hardware_virtualization())
+      reason = "soft: this host's CPU has no VT-x/AMD-V, so an ImEE would run emulated";
+    else if (!KvmBackend::available(&reason))
+      reason = "soft: KVM is not usable (" + reason + ")";
+    else
+      chosen = "kvm", reason = "kvm: KVM on hardware virtualization";
+  }
+  if (why != nullptr) *why = reason;
+  if (chosen == "soft") return std::make_unique<SoftBackend>(target.ram());
+  if (chosen == "kvm") {
+    if (!KvmBackend::available(&reason))
+      throw Exception("the kvm backend is not available: " + reason);
+    return std::make_unique<KvmBackend>(target.ram(), home.space, home.va);
+  }
+  throw Exception("unknown backend '" + name + "' (available: soft, kvm, auto)");
 }
 
 }  // namespace imee

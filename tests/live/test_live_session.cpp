@@ -7,6 +7,7 @@
 
 #include "imee/linux.hpp"
 #include "imee/session.hpp"
+#include "imee/soft_backend.hpp"
 #include "imee/symbols.hpp"
 #include "imee/target.hpp"
 #include "lab_guest.hpp"
@@ -23,7 +24,7 @@ class LiveSession : public ::testing::TestWithParam<int> {
     // Build the profile in-process (the tools' tests cover the cached path).
     profile_ = LinuxProfile::build(LabGuest::kernel(), guest_.kallsyms());
     target_ = std::make_unique<Target>(Target::open({.ram_path = guest_.ram()}));
-    backend_ = make_backend("soft", *target_);
+    backend_ = std::make_unique<SoftBackend>(target_->ram());
   }
   LabGuest guest_;
   LinuxProfile profile_;
@@ -100,7 +101,7 @@ TEST_P(LiveSession, TruncatedDumpIsRefusedClearly) {
     out.write(buf.data(), in.gcount());
   }
   Target small = Target::open({.ram_path = dump.string()});
-  auto soft = make_backend("soft", small);
+  auto soft = std::make_unique<SoftBackend>(small.ram());
   // Linux never loads at a physical address below 16 MiB, so the prefix cannot hold the kernel.
   try {
     Session s(*soft, profile_);

@@ -6,11 +6,14 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
-#include <fstream>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string_view>
+
+#include "imee/kvm_backend.hpp"
+#include "imee/soft_backend.hpp"
 
 namespace imee::tools {
 
@@ -28,7 +31,7 @@ Profile:
   --kernel FILE      guest kernel image (vmlinuz, vmlinux) or raw BTF (/sys/kernel/btf/vmlinux)
   --symbols FILE     guest kallsyms dump or System.map
 Backend and output:
-  --backend NAME     soft or auto (default auto)
+  --backend NAME     soft, kvm or auto (default auto: kvm on a host with VT-x/AMD-V, else soft)
   --json             machine-readable output
   --stats            print run time and peak memory to stderr (own memory vs. mapped guest RAM)
   --help             this text
@@ -127,6 +130,18 @@ void print_stats(const Context& ctx, double seconds) {
                "stats: %.2f ms; peak RSS %.1f MB, of which guest RAM mapped at exit %.1f MB, "
                "own memory at most %.1f MB\n",
                seconds * 1e3, hwm / 1024.0, ram / 1024.0, (hwm - ram) / 1024.0);
+  if (const auto* kvm = dynamic_cast<const KvmBackend*>(ctx.backend.get())) {
+    const KvmBackend::Stats& s = kvm->stats();
+    std::fprintf(stderr,
+                 "stats: kvm: %llu runs, %llu requests by the agent, %llu by software, %llu agent "
+                 "faults, %llu blind-spot hits, %llu relocations\n",
+                 static_cast<unsigned long long>(s.runs),
+                 static_cast<unsigned long long>(s.agent_requests),
+                 static_cast<unsigned long long>(s.software_requests),
+                 static_cast<unsigned long long>(s.agent_faults),
+                 static_cast<unsigned long long>(s.blind_spot_hits),
+                 static_cast<unsigned long long>(s.relocations));
+  }
 }
 
 }  // namespace
@@ -149,12 +164,18 @@ int run_tool(int argc, char** argv, const ToolInfo& info,
     ctx.options = parse(argc, argv, info);
     LinuxProfile profile = open_profile(ctx.options);
     ctx.target = std::make_unique<Target>(Target::open(ctx.options.target));
-    ctx.backend = make_backend(ctx.options.backend, *ctx.target);
-    ctx.session = std::make_unique<Session>(*ctx.backend, std::move(profile));
+    // Finding the kernel needs physical reads and a few walks: the software path does it, and
+    // an ImEE backend then gets its agent's home from it.
+    SoftBackend locator(ctx.target->ram());
+    const KernelLocation kernel = locate_kernel(locator, profile);
+    const AgentHome home{kernel.space, kernel.text_va + profile.symbol_offset("entry_SYSCALL_64")};
+    ctx.backend = make_backend(ctx.options.backend, *ctx.target, home);
+    ctx.session = std::make_unique<Session>(*ctx.backend, std::move(profile), kernel);
     body(ctx);
     std::cout.flush();
     if (ctx.options.stats)
-      print_stats(ctx, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      print_stats(ctx,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return std::cout ? 0 : 1;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: %s\n(try %s --help)\n", info.name, e.what(), info.name);

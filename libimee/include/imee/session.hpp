@@ -28,6 +28,8 @@ KernelLocation locate_kernel(MemoryBackend& backend, const LinuxProfile& profile
 class Session {
  public:
   Session(MemoryBackend& backend, LinuxProfile profile);
+  // With the kernel already located (e.g. through a SoftBackend over the same RAM).
+  Session(MemoryBackend& backend, LinuxProfile profile, const KernelLocation& kernel);
 
   MemoryBackend& backend() { return backend_; }
   const LinuxProfile& profile() const { return profile_; }

@@ -35,7 +35,18 @@ class Target {
   MachineType machine_;
 };
 
-// The backends this build can offer: "soft" always. "auto" picks the best available.
-std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Target& target);
+// Where an ImEE's agent may live: a VA the target maps supervisor-executable in `space`
+// (libimee uses the page of the kernel's syscall entry, mapped in every address space even
+// under KPTI).
+struct AgentHome {
+  AddressSpace space;
+  std::uint64_t va = 0;
+};
+
+// The backends: "soft" (software walk), "kvm" (ImEE on this host's KVM) and "auto": kvm where
+// KVM runs on hardware virtualization (vmx/svm), soft otherwise, since a software-emulated KVM
+// is orders of magnitude slower than the software walk. `why` (optional) says what auto chose.
+std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Target& target,
+                                            const AgentHome& home, std::string* why = nullptr);
 
 }  // namespace imee

@@ -1,0 +1,197 @@
+// The kvm backend (an ImEE on this host's KVM) against the live lab guests: the tools print what
+// they print with the soft backend, 10,000 random reads agree byte for byte or error for error
+// with the software walk, and the guest's RAM is unchanged by it all.
+//
+// On a host whose KVM offers no LA57 the 5-level guest is served by the software fallback (the
+// backend counts it); the 4-level guest runs the agent, and the tests assert that it did.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "imee/kernel_types.hpp"
+#include "imee/kvm_backend.hpp"
+#include "imee/linux.hpp"
+#include "imee/soft_backend.hpp"
+#include "imee/target.hpp"
+#include "lab_guest.hpp"
+
+namespace imee::test {
+namespace {
+
+using nlohmann::json;
+
+void require_kvm() {
+  std::string why;
+  if (!KvmBackend::available(&why)) GTEST_SKIP() << "this machine has no usable /dev/kvm: " << why;
+}
+
+// A 64-bit FNV-1a over the whole file: enough to see any byte change.
+std::uint64_t hash_file(const std::string& path) {
+  const Target t = Target::open({.ram_path = path});
+  std::uint64_t h = 1469598103934665603ull;
+  for (const RamRegion& r : t.ram().regions()) {
+    const auto* p = reinterpret_cast<const std::uint64_t*>(t.ram().host(r.gpa, r.size));
+    for (std::uint64_t i = 0; i < r.size / 8; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  return h;
+}
+
+// Pauses the guest for the scope, so both backends see the same memory.
+struct Paused {
+  explicit Paused(const LabGuest& g) : g(g) {
+    EXPECT_EQ(run(LabGuest::script() + " pause " + g.dir).status, 0);
+  }
+  ~Paused() { EXPECT_EQ(run(LabGuest::script() + " resume " + g.dir).status, 0); }
+  const LabGuest& g;
+};
+
+class LiveKvm : public ::testing::TestWithParam<int> {
+ protected:
+  LabGuest guest() const { return LabGuest::get(GetParam()); }
+};
+
+json without_backend(const std::string& out) {
+  json j = json::parse(out);
+  j.erase("backend");
+  return j;
+}
+
+TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
+  require_kvm();
+  const LabGuest g = guest();
+  for (const char* tool : {"pidlist", "pslist", "credlist", "syscalldmp"}) {
+    bool compared = false;
+    for (int attempt = 0; attempt < 4 && !compared; ++attempt) {
+      RunResult soft1 = g.tool(tool, "--json --backend soft");
+      RunResult kvm = g.tool(tool, "--json --backend kvm --stats");
+      RunResult soft2 = g.tool(tool, "--json --backend soft");
+      ASSERT_EQ(kvm.status, 0) << tool << ": " << kvm.err;
+      ASSERT_EQ(soft1.status, 0) << soft1.err;
+      if (without_backend(soft1.out) != without_backend(soft2.out)) continue;  // guest moved
+      EXPECT_EQ(json::parse(kvm.out)["backend"], "kvm");
+      EXPECT_EQ(without_backend(kvm.out), without_backend(soft1.out)) << tool;
+      if (GetParam() == 4) {  // the agent, not the fallback, answered
+        EXPECT_NE(kvm.err.find(" 0 by software"), std::string::npos) << kvm.err;
+      }
+      compared = true;
+    }
+    EXPECT_TRUE(compared) << tool << ": the guest never held still across three runs";
+  }
+}
+
+TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
+  require_kvm();
+  const LabGuest g = guest();
+  const LinuxProfile profile = LinuxProfile::build(LabGuest::kernel(), g.kallsyms());
+  const KernelTypes types = KernelTypes::load(LabGuest::kernel());
+  const Target target = Target::open({.ram_path = g.ram()});
+  SoftBackend soft(target.ram());
+  Session session(soft, profile);
+  const AddressSpace kernel = session.kernel_space();
+
+  Paused paused(g);
+  const std::uint64_t before = hash_file(g.ram());
+  const std::vector<Task> tasks = read_tasks(session);
+
+  // Address spaces and places worth reading: the kernel's (image, direct map around every
+  // task_struct, random canonical addresses), and several processes' (code, stack, arguments).
+  struct Region {
+    AddressSpace space;
+    std::uint64_t base, span;
+  };
+  std::vector<Region> regions{{kernel, session.symbol("_text"), 64ull << 20},
+                              {kernel, 0xffff800000000000ull, 1ull << 46}};
+  int processes = 0;
+  for (const Task& t : tasks) {
+    regions.push_back({kernel, t.address - 8192, 3 * 8192});
+    if (t.mm == 0 || processes >= 6) continue;
+    const AddressSpace user =
+        session.user_space(session.pointer(t.mm + profile.layout.mm_pgd).value());
+    for (const char* field : {"start_code", "start_stack", "arg_start", "start_brk"}) {
+      const auto m = types.member("mm_struct", field);
+      ASSERT_TRUE(m) << field;
+      const std::uint64_t va = session.u64(t.mm + m->offset).value();
+      regions.push_back({user, va - 16384, 32768});
+    }
+    regions.push_back({user, 0, 1ull << 47});
+    ++processes;
+  }
+  ASSERT_GE(processes, 6);
+
+  KvmBackend kvm(target.ram(), kernel, session.symbol("entry_SYSCALL_64"));
+  std::mt19937_64 rng(GetParam() * 7919);
+  constexpr int kReads = 10000, kBatch = 100;
+  int ok = 0, faults = 0;
+  for (int done = 0; done < kReads; done += kBatch) {
+    std::vector<std::vector<std::byte>> soft_bufs(kBatch), kvm_bufs(kBatch);
+    std::vector<ReadRequest> soft_reqs(kBatch), kvm_reqs(kBatch);
+    for (int i = 0; i < kBatch; ++i) {
+      const Region& r = regions[rng() % regions.size()];
+      const std::uint64_t va = r.base + rng() % r.span;
+      const std::size_t len = rng() % 4 == 0 ? 1 + rng() % 8192 : 1 + rng() % 64;
+      soft_bufs[i].assign(len, std::byte{0});
+      kvm_bufs[i].assign(len, std::byte{0xee});
+      soft_reqs[i] = {r.space, va, soft_bufs[i], {}};
+      kvm_reqs[i] = {r.space, va, kvm_bufs[i], {}};
+    }
+    soft.read_batch(soft_reqs);
+    kvm.read_batch(kvm_reqs);
+    for (int i = 0; i < kBatch; ++i) {
+      const ReadRequest& s = soft_reqs[i];
+      const ReadRequest& k = kvm_reqs[i];
+      ASSERT_EQ(s.status.ok(), k.status.ok())
+          << "va 0x" << std::hex << s.va << " len " << std::dec << s.dst.size() << ": soft "
+          << (s.status ? "ok" : s.status.error().describe()) << ", kvm "
+          << (k.status ? "ok" : k.status.error().describe());
+      if (s.status.ok()) {
+        ASSERT_EQ(soft_bufs[i], kvm_bufs[i]) << "bytes differ at va 0x" << std::hex << s.va;
+        ++ok;
+      } else {
+        ASSERT_EQ(s.status.error(), k.status.error())
+            << s.status.error().describe() << " vs " << k.status.error().describe();
+        ++faults;
+      }
+    }
+  }
+  // Both outcomes must be well represented, or the test proves little.
+  EXPECT_GT(ok, kReads / 5);
+  EXPECT_GT(faults, kReads / 10);
+  const KvmBackend::Stats& st = kvm.stats();
+  RecordProperty("agent_requests", std::to_string(st.agent_requests));
+  RecordProperty("software_requests", std::to_string(st.software_requests));
+  if (GetParam() == 4) {
+    EXPECT_GT(st.agent_requests, static_cast<std::uint64_t>(ok))
+        << "the agent must have served the reads";
+  }
+  EXPECT_EQ(hash_file(g.ram()), before) << "introspection changed the guest's RAM";
+}
+
+TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
+  require_kvm();
+  const LabGuest g = guest();
+  const Target target = Target::open({.ram_path = g.ram()});
+  SoftBackend soft(target.ram());
+  Session session(soft, LinuxProfile::build(LabGuest::kernel(), g.kallsyms()));
+  const std::uint64_t home = session.symbol("entry_SYSCALL_64") & ~0xfffull;
+  KvmBackend kvm(target.ram(), session.kernel_space(), home);
+  ASSERT_EQ(kvm.agent_home_va(), home);
+
+  Paused paused(g);
+  // The whole home page: read without relocating, it would show the agent, not the kernel.
+  std::vector<std::byte> want(4096), got(4096);
+  ASSERT_TRUE(soft.read(session.kernel_space(), home, want).ok());
+  ASSERT_TRUE(kvm.read(session.kernel_space(), home, got).ok());
+  EXPECT_EQ(got, want);
+  if (GetParam() == 4) {
+    EXPECT_GE(kvm.stats().blind_spot_hits, 1u);
+    EXPECT_GE(kvm.stats().relocations, 1u);
+    EXPECT_NE(kvm.agent_home_va(), home) << "the agent must have moved";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Guests, LiveKvm, ::testing::Values(4, 5),
+                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+
+}  // namespace
+}  // namespace imee::test
