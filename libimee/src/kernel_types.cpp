@@ -15,6 +15,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <utility>
@@ -201,7 +202,12 @@ std::optional<Codec> codec_at(Bytes b) {
   return std::nullopt;
 }
 
-Buffer decompress_xz(Bytes in, std::size_t hint) {
+// Called with all output so far after each chunk; true stops decoding early (what we need, the
+// BTF, sits in the first half of a vmlinux).
+using EnoughFn = std::function<bool(Bytes)>;
+constexpr std::size_t kDecodeChunk = std::size_t{4} << 20;
+
+Buffer decompress_xz(Bytes in, std::size_t hint, const EnoughFn& enough) {
   lzma_stream s = LZMA_STREAM_INIT;
   // The auto decoder takes both .xz and legacy .lzma; without LZMA_CONCATENATED it stops at the
   // end of the stream, ignoring the 4-byte size the kernel build appends.
@@ -215,12 +221,14 @@ Buffer decompress_xz(Bytes in, std::size_t hint) {
   s.avail_in = in.size();
   for (;;) {
     if (!out.ensure_room()) throw DecodeError{"decompressed data exceeds 1 GiB"};
+    const std::size_t room = std::min(out.room(), kDecodeChunk);
     s.next_out = out.tail();
-    s.avail_out = out.room();
+    s.avail_out = room;
     const lzma_ret r = lzma_code(&s, LZMA_FINISH);
-    out.commit(out.room() - s.avail_out);
+    out.commit(room - s.avail_out);
     switch (r) {
       case LZMA_OK:
+        if (enough(out.bytes())) return out;
         continue;
       case LZMA_STREAM_END:
         return out;
@@ -241,7 +249,7 @@ Buffer decompress_xz(Bytes in, std::size_t hint) {
   }
 }
 
-Buffer decompress_gzip(Bytes in, std::size_t hint) {
+Buffer decompress_gzip(Bytes in, std::size_t hint, const EnoughFn& enough) {
   if (in.size() > UINT32_MAX) throw DecodeError{"compressed data too large"};
   z_stream z{};
   if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw DecodeError{"zlib init failed"};  // gzip only
@@ -254,12 +262,13 @@ Buffer decompress_gzip(Bytes in, std::size_t hint) {
   z.avail_in = static_cast<uInt>(in.size());
   for (;;) {
     if (!out.ensure_room()) throw DecodeError{"decompressed data exceeds 1 GiB"};
-    const std::size_t room = std::min<std::size_t>(out.room(), UINT32_MAX);
+    const std::size_t room = std::min(out.room(), kDecodeChunk);
     z.next_out = out.tail();
     z.avail_out = static_cast<uInt>(room);
     const int r = inflate(&z, Z_NO_FLUSH);
     out.commit(room - z.avail_out);
     if (r == Z_STREAM_END) return out;
+    if (enough(out.bytes())) return out;
     if (r == Z_OK) continue;
     if (r == Z_BUF_ERROR && z.avail_out == 0) continue;
     if (r == Z_BUF_ERROR) throw DecodeError{"compressed data is truncated"};
@@ -268,33 +277,34 @@ Buffer decompress_gzip(Bytes in, std::size_t hint) {
   }
 }
 
-Buffer decompress_zstd(Bytes in, std::size_t hint) {
+Buffer decompress_zstd(Bytes in, std::size_t hint, const EnoughFn& enough) {
   std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), &ZSTD_freeDCtx);
   if (!ctx) throw DecodeError{"zstd init failed"};
   Buffer out(hint);
   ZSTD_inBuffer input{in.data(), in.size(), 0};
   for (;;) {
     if (!out.ensure_room()) throw DecodeError{"decompressed data exceeds 1 GiB"};
-    ZSTD_outBuffer output{out.tail(), out.room(), 0};
+    ZSTD_outBuffer output{out.tail(), std::min(out.room(), kDecodeChunk), 0};
     const std::size_t r = ZSTD_decompressStream(ctx.get(), &output, &input);
     if (ZSTD_isError(r))
       throw DecodeError{std::string("compressed data is corrupt (") + ZSTD_getErrorName(r) + ")"};
     out.commit(output.pos);
     if (r == 0) return out;  // end of the frame
+    if (enough(out.bytes())) return out;
     if (input.pos == input.size && output.pos < output.size)
       throw DecodeError{"compressed data is truncated"};
   }
 }
 
-Buffer decompress(Codec codec, Bytes in, std::size_t hint) {
+Buffer decompress(Codec codec, Bytes in, std::size_t hint, const EnoughFn& enough) {
   switch (codec) {
     case Codec::kXz:
     case Codec::kLzma:
-      return decompress_xz(in, hint);
+      return decompress_xz(in, hint, enough);
     case Codec::kGzip:
-      return decompress_gzip(in, hint);
+      return decompress_gzip(in, hint, enough);
     case Codec::kZstd:
-      return decompress_zstd(in, hint);
+      return decompress_zstd(in, hint, enough);
   }
   throw DecodeError{"unknown codec"};
 }
@@ -365,6 +375,42 @@ std::optional<Section> elf_section(Bytes elf, std::string_view wanted, const std
   }
   return std::nullopt;
 }
+
+// Finds a complete BTF blob in a growing prefix of a vmlinux by its header: magic, version 1, no
+// flags, a 24-byte header, types at offset 0 and strings right after them. That is how the .BTF
+// of a compressed kernel is found before the ELF's section table (at its very end) is decoded.
+class BtfScanner {
+ public:
+  // The blob's span once the prefix holds all of it.
+  std::optional<Section> operator()(Bytes prefix) {
+    static constexpr std::string_view kHeader("\x9f\xeb\x01\x00\x18\x00\x00\x00\x00\x00\x00\x00",
+                                              12);
+    while (next_ + 24 <= prefix.size()) {
+      const void* hit =
+          ::memmem(prefix.data() + next_, prefix.size() - next_, kHeader.data(), kHeader.size());
+      if (hit == nullptr) {
+        next_ = prefix.size() - std::min<std::size_t>(prefix.size(), 23);
+        return std::nullopt;
+      }
+      const std::size_t at = static_cast<const std::uint8_t*>(hit) - prefix.data();
+      if (prefix.size() - at < 24) return std::nullopt;  // header not all there yet
+      const std::uint8_t* h = prefix.data() + at;
+      const std::uint64_t type_len = le32(h + 12), str_off = le32(h + 16), str_len = le32(h + 20);
+      if (str_off != type_len || str_len == 0) {
+        next_ = at + 1;
+        continue;
+      }
+      next_ = at;
+      const std::uint64_t size = 24 + str_off + str_len;
+      if (prefix.size() - at < size) return std::nullopt;  // wait for the rest
+      return Section{at, size};
+    }
+    return std::nullopt;
+  }
+
+ private:
+  std::size_t next_ = 0;
+};
 
 // The loadable segments, so a file offset can be turned into an offset from _text: x86-64
 // vmlinux's first PT_LOAD starts at _text (the per-cpu segment, linked at 0, comes later).
@@ -579,10 +625,18 @@ KernelTypes KernelTypes::load(const std::string& path) {
         std::min<std::size_t>(le32(payload->data() + payload->size() - 4), payload->size() * 32);
     const std::string what = path + " (" + codec_name(*codec) + " payload)";
     try {
-      const Buffer vmlinux = decompress(*codec, *payload, hint);
+      BtfScanner scan;
+      std::optional<Section> btf;
+      const Buffer vmlinux = decompress(
+          *codec, *payload, hint, [&](Bytes prefix) { return (btf = scan(prefix)).has_value(); });
       if (!starts_with(vmlinux.bytes(), kElfMagic))
         throw Exception(what + ": decompressed kernel is not an ELF image");
-      from_elf(vmlinux.bytes(), what);
+      if (!btf) {
+        from_elf(vmlinux.bytes(), what);  // decoded whole after all: use the section table
+      } else {
+        parse_btf(vmlinux.bytes().subspan(btf->offset, btf->size), what + " .BTF");
+        types.banners_ = find_banners(vmlinux.bytes());  // linux_banner is in .rodata, before .BTF
+      }
     } catch (const DecodeError& e) {
       throw Exception(what + ": " + e.why);
     }
@@ -601,7 +655,7 @@ KernelTypes KernelTypes::load(const std::string& path) {
     const std::string what =
         path + " (" + codec_name(*codec) + " data at offset " + std::to_string(pos) + ")";
     try {
-      const Buffer vmlinux = decompress(*codec, rest, rest.size() * 4);
+      const Buffer vmlinux = decompress(*codec, rest, rest.size() * 4, [](Bytes) { return false; });
       if (!starts_with(vmlinux.bytes(), kElfMagic)) {
         if (first_error.empty()) first_error = what + ": decompressed data is not an ELF image";
         continue;

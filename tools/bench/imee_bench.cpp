@@ -189,8 +189,9 @@ int main(int argc, char** argv) {
       "Benchmark:\n"
       "  --runs N           repetitions of each measurement; medians are reported (default 5)\n"
       "  --tools-dir DIR    where pidlist, pslist, credlist and syscalldmp are (default: beside\n"
-      "                     imee-bench); needs --profile to be cached already\n",
-      {"--runs", "--tools-dir"}};
+      "                     imee-bench); needs --profile to be cached already\n"
+      "  --json-file FILE   also write the JSON figures to FILE\n",
+      {"--runs", "--tools-dir", "--json-file"}};
   return tools::run_tool(argc, argv, info, [&](tools::Context& ctx) {
     const int runs =
         std::stoi(ctx.options.extra.contains("--runs") ? ctx.options.extra["--runs"] : "5");
@@ -258,6 +259,8 @@ int main(int argc, char** argv) {
                               {"max_rss_mb", t.max_rss_mb},
                               {"own_memory_mb", t.own_mb}});
     if (profile_ms.median > 0) doc["profile_build_ms"] = profile_ms.median;
+    if (ctx.options.extra.contains("--json-file"))
+      std::ofstream(ctx.options.extra["--json-file"]) << doc.dump(2) << '\n';
     if (ctx.options.json) {
       tools::print_json(doc);
       return;
