@@ -27,5 +27,5 @@ bench() {  # bench GUEST LABEL
 }
 bench l4 4-level
 bench l5 5-level
-"$lab" query "$out/l5" spawn 1000
+"$lab" query "$out/l5" "spawn 1000"
 bench l5 5-level-1000-tasks

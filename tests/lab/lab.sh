@@ -21,6 +21,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 BUILD=${LAB_BUILD_DIR:-$REPO/build/lab}
+[ -d "$BUILD" ] && BUILD=$(cd "$BUILD" && pwd)  # QEMU runs from the run directory
 QEMU=${LAB_QEMU:-qemu-system-x86_64}
 
 die() { echo "lab.sh: $*" >&2; exit 1; }

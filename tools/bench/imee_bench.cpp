@@ -207,6 +207,9 @@ int main(int argc, char** argv) {
     if (KvmBackend::available()) {
       KvmBackend kvm(ctx.target->ram(), session.kernel_space(), session.symbol("entry_SYSCALL_64"));
       backends.push_back(measure_backend(kvm, session, tasks, runs));
+      // A KVM without LA57 answers a 5-level guest by the software fallback: say so.
+      if (kvm.stats().software_requests > kvm.stats().agent_requests)
+        backends.back().name = "kvm(sw)";
     }
 
     // End to end, as a user runs them: process start to exit, profile cached.
