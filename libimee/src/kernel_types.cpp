@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "imee/error.hpp"
+#include "input_file.hpp"
 
 namespace imee {
 
@@ -59,62 +60,6 @@ constexpr std::string_view kElfMagic = "\177ELF";
 bool starts_with(Bytes b, std::string_view magic) {
   return b.size() >= magic.size() && std::memcmp(b.data(), magic.data(), magic.size()) == 0;
 }
-
-// The input file, mapped when possible (a vmlinux with DWARF is close to 1 GB) and read otherwise
-// (sysfs files such as /sys/kernel/btf/vmlinux cannot be mapped).
-class InputFile {
- public:
-  explicit InputFile(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Exception(path + ": cannot open: " + errno_text(errno));
-    struct Closer {
-      int fd;
-      ~Closer() { ::close(fd); }
-    } closer{fd};
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) throw Exception(path + ": cannot stat: " + errno_text(errno));
-    if (S_ISDIR(st.st_mode)) throw Exception(path + ": is a directory");
-    if (S_ISREG(st.st_mode) && st.st_size > 0) {
-      void* map = ::mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (map != MAP_FAILED) {
-        map_ = map;
-        size_ = static_cast<std::size_t>(st.st_size);
-        return;
-      }
-    }
-    data_.resize(st.st_size > 0 ? static_cast<std::size_t>(st.st_size) + 1 : 1 << 20);
-    std::size_t used = 0;
-    for (;;) {
-      if (used == data_.size()) {
-        if (data_.size() >= kMaxDecompressed) throw Exception(path + ": file too large");
-        data_.resize(data_.size() * 2);
-      }
-      const ssize_t n = ::read(fd, data_.data() + used, data_.size() - used);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw Exception(path + ": read failed: " + errno_text(errno));
-      }
-      if (n == 0) break;
-      used += static_cast<std::size_t>(n);
-    }
-    data_.resize(used);
-    size_ = used;
-  }
-  InputFile(const InputFile&) = delete;
-  InputFile& operator=(const InputFile&) = delete;
-  ~InputFile() {
-    if (map_ != nullptr) ::munmap(map_, size_);
-  }
-
-  Bytes bytes() const {
-    return map_ != nullptr ? Bytes(static_cast<const std::uint8_t*>(map_), size_) : Bytes(data_);
-  }
-
- private:
-  void* map_ = nullptr;
-  std::size_t size_ = 0;
-  std::vector<std::uint8_t> data_;
-};
 
 // Thrown from the decompressors; the caller adds the file name.
 struct DecodeError {
@@ -579,7 +524,7 @@ KernelTypes& KernelTypes::operator=(KernelTypes&&) noexcept = default;
 KernelTypes::~KernelTypes() = default;
 
 KernelTypes KernelTypes::load(const std::string& path) {
-  const InputFile file(path);
+  const InputFile file(path, kMaxDecompressed);
   const Bytes input = file.bytes();
   if (input.empty()) throw Exception(path + ": file is empty");
   if (input.size() < 24) {

@@ -15,6 +15,8 @@
 #include <utility>
 
 #include "imee/error.hpp"
+#include "input_file.hpp"
+#include "input_file.hpp"
 
 namespace imee {
 
@@ -34,44 +36,6 @@ namespace {
 
 // Large enough for any kernel's symbol list, small enough to refuse a wrong file quickly.
 constexpr std::size_t kMaxFileBytes = std::size_t{512} << 20;
-
-std::string errno_text(int err) {
-  return std::strerror(err);
-}
-
-// One read() for a regular file; procfs files report size 0, so grow until EOF.
-std::string read_text_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Exception(path + ": cannot open: " + errno_text(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw Exception(path + ": cannot stat: " + errno_text(errno));
-  if (S_ISDIR(st.st_mode)) throw Exception(path + ": is a directory");
-  if (static_cast<std::uint64_t>(st.st_size) > kMaxFileBytes)
-    throw Exception(path + ": too large for a symbol list");
-  std::string text;
-  // One byte of slack so the EOF of a regular file is seen without a resize.
-  text.resize(st.st_size > 0 ? static_cast<std::size_t>(st.st_size) + 1 : std::size_t{4} << 20);
-  std::size_t used = 0;
-  for (;;) {
-    if (used == text.size()) {
-      if (text.size() >= kMaxFileBytes) throw Exception(path + ": too large for a symbol list");
-      text.resize(std::min(text.size() * 2, kMaxFileBytes));
-    }
-    const ssize_t n = ::read(fd, text.data() + used, text.size() - used);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw Exception(path + ": read failed: " + errno_text(errno));
-    }
-    if (n == 0) break;
-    used += static_cast<std::size_t>(n);
-  }
-  text.resize(used);
-  return text;
-}
 
 // Digit values for '0'-'9', 'a'-'f', 'A'-'F'; 0xff otherwise.
 constexpr auto kHexValue = [] {
@@ -115,7 +79,8 @@ const char* skip_name_words(const char* p, const char* end) {
 }  // namespace
 
 SymbolTable SymbolTable::load(const std::string& path) {
-  return parse(read_text_file(path), path);
+  const InputFile file(path, kMaxFileBytes);
+  return parse(file.text(), path);
 }
 
 SymbolTable SymbolTable::parse(std::string_view text, const std::string& origin) {
