@@ -48,19 +48,28 @@
 
 /* ------------------------------------------------------------------ console */
 
+/* Formats one line, truncated to fit, with its newline; returns its length or -1. */
+static int format_line(char *buf, size_t size, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(buf, size - 1, fmt, ap);
+    if (n < 0)
+        return -1;
+    if (n > (int)size - 2)
+        n = (int)size - 2;
+    buf[n++] = '\n';
+    return n;
+}
+
 static void con(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void con(const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    int n = format_line(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (n < 0)
         return;
-    if (n > (int)sizeof buf - 2)
-        n = sizeof buf - 2;
-    buf[n++] = '\n';
     ssize_t w = write(STDOUT_FILENO, buf, (size_t)n);
     (void)w;
 }
@@ -757,13 +766,10 @@ static void out_line(const char *fmt, ...)
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    int n = format_line(buf, sizeof buf, fmt, ap);
     va_end(ap);
     if (n < 0)
         return;
-    if (n > (int)sizeof buf - 2)
-        n = sizeof buf - 2;
-    buf[n++] = '\n';
     out_write(buf, (size_t)n);
 }
 
