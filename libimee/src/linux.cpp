@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace imee {
 
@@ -15,12 +16,15 @@ T field(const std::byte* object, std::uint64_t offset) {
 }
 
 // Reads [0, size) at each address in one batch, into one buffer: object i at i * size.
-std::vector<std::byte> read_objects(Session& session, const std::vector<std::uint64_t>& addresses,
-                                    std::size_t size) {
-  std::vector<std::byte> buf(addresses.size() * size);
+// Every byte is overwritten by the reads (or the call throws): no zero-filling.
+using ObjectBytes = std::unique_ptr<std::byte[]>;
+
+ObjectBytes read_objects(Session& session, const std::vector<std::uint64_t>& addresses,
+                         std::size_t size) {
+  ObjectBytes buf = std::make_unique_for_overwrite<std::byte[]>(addresses.size() * size);
   std::vector<ReadRequest> requests(addresses.size());
   for (std::size_t i = 0; i < addresses.size(); ++i)
-    requests[i] = {session.kernel_space(), addresses[i], std::span(buf.data() + i * size, size), {}};
+    requests[i] = {session.kernel_space(), addresses[i], std::span(buf.get() + i * size, size), {}};
   session.read_batch(requests);
   for (const ReadRequest& r : requests) r.status.value();
   return buf;
@@ -50,18 +54,18 @@ std::vector<Task> read_tasks(Session& session, const std::vector<std::uint64_t>&
   // request per task instead of one per field.
   const std::uint64_t lo = std::min({l.task_pid, l.task_tgid, l.task_comm, l.task_real_parent,
                                      l.task_cred, l.task_real_cred, l.task_mm});
-  const std::uint64_t hi = std::max({l.task_pid + 4, l.task_tgid + 4, l.task_comm + l.comm_size,
-                                     l.task_real_parent + 8, l.task_cred + 8,
-                                     l.task_real_cred + 8, l.task_mm + 8});
+  const std::uint64_t hi =
+      std::max({l.task_pid + 4, l.task_tgid + 4, l.task_comm + l.comm_size, l.task_real_parent + 8,
+                l.task_cred + 8, l.task_real_cred + 8, l.task_mm + 8});
   std::vector<std::uint64_t> starts;
   starts.reserve(addresses.size());
   for (std::uint64_t a : addresses) starts.push_back(a + lo);
-  const std::vector<std::byte> bodies = read_objects(session, starts, hi - lo);
+  const ObjectBytes bodies = read_objects(session, starts, hi - lo);
 
   std::vector<Task> tasks(addresses.size());
   std::vector<std::uint64_t> parents(tasks.size()), creds(tasks.size());
   for (std::size_t i = 0; i < tasks.size(); ++i) {
-    const std::byte* b = bodies.data() + i * (hi - lo) - lo;  // indexed by task_struct offsets
+    const std::byte* b = bodies.get() + i * (hi - lo) - lo;  // indexed by task_struct offsets
     Task& t = tasks[i];
     t.address = addresses[i];
     t.pid = field<std::int32_t>(b, l.task_pid);
@@ -76,19 +80,24 @@ std::vector<Task> read_tasks(Session& session, const std::vector<std::uint64_t>&
   }
 
   // Second round: parents' tgids and the credentials, again one batch each.
-  const std::vector<std::byte> parent_tgids = read_objects(session, parents, 4);
-  const std::vector<std::byte> cred_bodies = read_objects(session, creds, l.cred_size);
+  const ObjectBytes parent_tgids = read_objects(session, parents, 4);
+  const ObjectBytes cred_bodies = read_objects(session, creds, l.cred_size);
   for (std::size_t i = 0; i < tasks.size(); ++i) {
     Task& t = tasks[i];
-    t.ppid = field<std::int32_t>(parent_tgids.data(), i * 4);  // init's parent is init_task: 0
-    const std::byte* c = cred_bodies.data() + i * l.cred_size;
-    t.creds = {field<std::uint32_t>(c, l.cred_uid),         field<std::uint32_t>(c, l.cred_gid),
-               field<std::uint32_t>(c, l.cred_suid),        field<std::uint32_t>(c, l.cred_sgid),
-               field<std::uint32_t>(c, l.cred_euid),        field<std::uint32_t>(c, l.cred_egid),
-               field<std::uint32_t>(c, l.cred_fsuid),       field<std::uint32_t>(c, l.cred_fsgid),
+    t.ppid = field<std::int32_t>(parent_tgids.get(), i * 4);  // init's parent is init_task: 0
+    const std::byte* c = cred_bodies.get() + i * l.cred_size;
+    t.creds = {field<std::uint32_t>(c, l.cred_uid),
+               field<std::uint32_t>(c, l.cred_gid),
+               field<std::uint32_t>(c, l.cred_suid),
+               field<std::uint32_t>(c, l.cred_sgid),
+               field<std::uint32_t>(c, l.cred_euid),
+               field<std::uint32_t>(c, l.cred_egid),
+               field<std::uint32_t>(c, l.cred_fsuid),
+               field<std::uint32_t>(c, l.cred_fsgid),
                field<std::uint64_t>(c, l.cred_cap_inheritable),
                field<std::uint64_t>(c, l.cred_cap_permitted),
-               field<std::uint64_t>(c, l.cred_cap_effective), field<std::uint64_t>(c, l.cred_cap_bset),
+               field<std::uint64_t>(c, l.cred_cap_effective),
+               field<std::uint64_t>(c, l.cred_cap_bset),
                field<std::uint64_t>(c, l.cred_cap_ambient)};
   }
   return tasks;
