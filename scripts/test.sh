@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, boots the lab guests and runs the whole test suite.
+# Installs what is missing, builds, boots the lab guests and runs the whole test suite: once as
+# built for users, once more under AddressSanitizer and UBSan (set IMEE_SANITIZE=0 to skip that).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build}
 "$repo/scripts/install-deps.sh"
-BUILD_DIR=$build "$repo/scripts/build.sh"
-cd "$build"
-ctest --output-on-failure -j2 --timeout 900 "$@"
+
+suite() {  # suite BUILD_DIR [cmake options...]
+  local dir=$1
+  shift
+  BUILD_DIR=$dir "$repo/scripts/build.sh" "$@"
+  (cd "$dir" && ctest --output-on-failure -j2 --timeout 900)
+}
+
+echo "== test suite"
+suite "$build"
+if [[ ${IMEE_SANITIZE:-1} != 0 ]]; then
+  echo "== test suite under ASan+UBSan"
+  suite "$build-sanitize" -DIMEE_SANITIZE=ON
+fi

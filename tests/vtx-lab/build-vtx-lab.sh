@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# build-vtx-lab.sh OUTDIR -- build the VT-x lab: a Bochs (emulated VT-x + EPT) machine whose L1
+# Linux loads kvm-intel and runs the lab guest (tests/lab) as an L2 KVM guest under QEMU microvm.
+#
+# Produces:
+#   OUTDIR/vtx-lab.iso        isolinux ISO: L1 kernel (Debian) + L1 initramfs
+#   OUTDIR/bochsrc            Bochs config (COM1 -> OUTDIR/com1.log, boots the ISO)
+#   OUTDIR/bochs-debugger.rc  "c" (Debian's Bochs is built with its debugger)
+#   OUTDIR/l1-initramfs.cpio.zst, OUTDIR/stage/   the L1 initramfs and its tree
+#   OUTDIR/lab/               tests/lab/build-lab.sh output (L1 and L2 kernel, L2 initramfs)
+#   OUTDIR/cache/             downloaded kernel package, extracted KVM modules
+#
+# Environment:
+#   KVM_MODULES_DIR   directory with kvm.ko and kvm-intel.ko to load in L1 (default: the stock
+#                     modules of the kernel package). irqbypass.ko is taken from there if present,
+#                     else from the stock package.
+#   VTX_TESTS_DIR     directory copied to /tests in L1; its run.sh is the test run after L2 is
+#                     ready (default: tests/vtx-lab/l1/tests)
+#   VTX_LAB_BUILD_DIR where tests/lab/build-lab.sh builds (default: OUTDIR/lab)
+#   VTX_L1_MEM        L1 RAM in MiB (default 1024)   VTX_L2_MEM  L2 RAM in MiB (default 256)
+#   VTX_L2_TIMEOUT    L1 waits this many L1-seconds for "LAB READY" from L2 (default 400)
+#   VTX_L1_APPEND     extra L1 kernel command-line words
+#   VTX_NO_INSTALL=1  do not apt-get install missing packages (fail instead)
+#   LAB_KERNEL_PKG    passed on to build-lab.sh (kernel package for L1 and L2)
+#
+# Idempotent: unchanged inputs give no rebuild (the ISO is rebuilt when any input is newer).
+set -euo pipefail
+
+die() { echo "build-vtx-lab.sh: $*" >&2; exit 1; }
+say() { echo "build-vtx-lab.sh: $*" >&2; }
+
+[ $# -eq 1 ] || die "usage: build-vtx-lab.sh OUTDIR"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+mkdir -p "$1"
+OUT=$(cd "$1" && pwd)
+CACHE=$OUT/cache
+LABDIR=${VTX_LAB_BUILD_DIR:-$OUT/lab}
+TESTS_DIR=${VTX_TESTS_DIR:-$HERE/l1/tests}
+L1_MEM=${VTX_L1_MEM:-1024}
+L2_MEM=${VTX_L2_MEM:-256}
+L2_TIMEOUT=${VTX_L2_TIMEOUT:-400}
+mkdir -p "$CACHE" "$LABDIR"
+
+exec 9>"$OUT/.build.lock"
+flock 9
+
+# ---------------------------------------------------------------- host packages
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have bochs-bin || need_pkgs+=(bochs)
+[ -e /usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so ] || need_pkgs+=(bochs-term)
+[ -e /usr/share/bochs/BIOS-bochs-latest ] || need_pkgs+=(bochsbios)
+[ -e /usr/share/vgabios/vgabios.bin ] || need_pkgs+=(vgabios)
+[ -e /usr/lib/ISOLINUX/isolinux.bin ] || need_pkgs+=(isolinux)
+[ -e /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need_pkgs+=(syslinux-common)
+have xorriso || need_pkgs+=(xorriso)
+have cpio || need_pkgs+=(cpio)
+have zstd || need_pkgs+=(zstd)
+[ -x /usr/bin/qemu-system-x86_64 ] || need_pkgs+=(qemu-system-x86)
+[ -e /usr/share/qemu/qboot.rom ] || need_pkgs+=(qemu-system-data)
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+have gcc || need_pkgs+=(gcc libc6-dev)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    [ "${VTX_NO_INSTALL:-0}" = 1 ] && die "missing packages: ${need_pkgs[*]}"
+    say "installing ${need_pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >&2 ||
+        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >&2; } ||
+        die "apt-get install ${need_pkgs[*]} failed"
+fi
+
+# ---------------------------------------------------------------- lab guest (L1 + L2 kernel, L2 initramfs)
+"$REPO/tests/lab/build-lab.sh" "$LABDIR" >&2
+KPKG=$(cat "$LABDIR/kernel.version")
+KVER=${KPKG#linux-image-}
+
+# ---------------------------------------------------------------- stock KVM modules (cached)
+STOCK=$CACHE/$KPKG-kvm
+if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/irqbypass.ko" ]; then
+    say "fetching KVM modules of $KPKG"
+    tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
+    chmod 755 "$tmp"   # apt's _apt user must be able to write the .deb
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" EXIT
+    (cd "$tmp" && apt-get download "$KPKG" >&2) || die "apt-get download $KPKG failed"
+    debs=("$tmp"/*.deb)
+    mkdir -p "$tmp/x"
+    dpkg-deb --fsys-tarfile "${debs[0]}" | tar -x -C "$tmp/x" --wildcards \
+        "./lib/modules/$KVER/kernel/arch/x86/kvm/*" "./lib/modules/$KVER/kernel/virt/lib/irqbypass.ko"
+    m=$tmp/x/lib/modules/$KVER/kernel
+    rm -rf "$STOCK"; mkdir -p "$STOCK.tmp"
+    cp "$m/arch/x86/kvm/kvm.ko" "$m/arch/x86/kvm/kvm-intel.ko" "$m/virt/lib/irqbypass.ko" "$STOCK.tmp/"
+    mv "$STOCK.tmp" "$STOCK"
+    rm -rf "$tmp"; trap - EXIT
+fi
+MODDIR=${KVM_MODULES_DIR:-$STOCK}
+[ -s "$MODDIR/kvm.ko" ] && [ -s "$MODDIR/kvm-intel.ko" ] || die "$MODDIR lacks kvm.ko / kvm-intel.ko"
+IRQBYPASS=$MODDIR/irqbypass.ko; [ -s "$IRQBYPASS" ] || IRQBYPASS=$STOCK/irqbypass.ko
+for ko in "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko"; do
+    vm=$(strings -a "$ko" | sed -n 's/^vermagic=\([^ ]*\).*/\1/p' | head -n1)
+    [ "$vm" = "$KVER" ] || die "$ko: vermagic '$vm' does not match the L1 kernel $KVER"
+done
+
+# ---------------------------------------------------------------- static labctl (L1 talks to L2's channel)
+stale() { local t=$1; shift; [ -e "$t" ] || return 0; local s; for s; do [ "$s" -nt "$t" ] && return 0; done; return 1; }
+if stale "$OUT/labctl.static" "$REPO/tests/lab/host/labctl.c"; then
+    gcc -O2 -Wall -std=gnu11 -static -o "$OUT/labctl.static.tmp" "$REPO/tests/lab/host/labctl.c"
+    mv "$OUT/labctl.static.tmp" "$OUT/labctl.static"
+fi
+
+# ---------------------------------------------------------------- L1 initramfs
+QEMU=/usr/bin/qemu-system-x86_64
+inputs=("$0" "$HERE/l1/init" "$LABDIR/vmlinuz" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
+        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$QEMU" /bin/busybox)
+while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type f -print0)
+[ -f "$TESTS_DIR/run.sh" ] || die "$TESTS_DIR/run.sh missing"
+conf="L2_MEM=$L2_MEM L2_TIMEOUT=$L2_TIMEOUT MODDIR=$MODDIR TESTS=$TESTS_DIR"
+[ "$(cat "$OUT/.initramfs.conf" 2>/dev/null)" = "$conf" ] || rm -f "$OUT/l1-initramfs.cpio.zst"
+
+if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
+    say "building L1 initramfs"
+    S=$OUT/stage
+    rm -rf "$S"
+    mkdir -p "$S"/{bin,sbin,usr/bin,usr/share/qemu,dev,proc,sys,tmp,run,etc,lib/modules/kvm,l2,tests}
+    chmod 1777 "$S/tmp"
+    cp /bin/busybox "$S/bin/busybox"
+    for a in $(/bin/busybox --list); do
+        [ "$a" = busybox ] || [ "$a" = init ] || ln -sf busybox "$S/bin/$a"
+    done
+    cp "$HERE/l1/init" "$S/init"; chmod 755 "$S/init"
+    # kernel modules, in load order
+    cp "$IRQBYPASS" "$S/lib/modules/kvm/01-irqbypass.ko"
+    cp "$MODDIR/kvm.ko" "$S/lib/modules/kvm/02-kvm.ko"
+    cp "$MODDIR/kvm-intel.ko" "$S/lib/modules/kvm/03-kvm-intel.ko"
+    # QEMU + its shared libraries at their host paths (the dynamic loader finds them as on the host)
+    cp "$QEMU" "$S/usr/bin/"
+    ldd "$QEMU" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }' | sort -u | while read -r lib; do
+        mkdir -p "$S$(dirname "$lib")"
+        cp -L "$lib" "$S$lib"
+    done
+    [ -e "$S/lib64/ld-linux-x86-64.so.2" ] || die "dynamic loader not copied"
+    # firmware: microvm's bios is qboot; -kernel adds the linuxboot_dma option ROM. QEMU finds
+    # them in /usr/bin/../share/qemu as on the host.
+    cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin "$S/usr/share/qemu/"
+    # L2 = the lab guest
+    cp "$LABDIR/vmlinuz" "$S/l2/vmlinuz"
+    cp "$LABDIR/initramfs.cpio.gz" "$S/l2/initramfs.cpio.gz"
+    cp "$OUT/labctl.static" "$S/bin/labctl"
+    cp -r "$TESTS_DIR"/. "$S/tests/"
+    chmod -R a+rX "$S/tests"
+    cat > "$S/etc/vtx-lab.conf" <<EOF
+L2_MEM=$L2_MEM
+L2_TIMEOUT=$L2_TIMEOUT
+KVER=$KVER
+MODULES_FROM='$MODDIR'
+EOF
+    echo "root:x:0:0:root:/:/bin/sh" > "$S/etc/passwd"
+    (cd "$S" && find . -print0 | LC_ALL=C sort -z |
+        cpio --null -o -H newc --quiet --reproducible) | zstd -q -10 -c > "$OUT/l1-initramfs.cpio.zst.tmp"
+    mv "$OUT/l1-initramfs.cpio.zst.tmp" "$OUT/l1-initramfs.cpio.zst"
+    echo "$conf" > "$OUT/.initramfs.conf"
+fi
+
+# ---------------------------------------------------------------- ISO
+APPEND="console=ttyS0 ${VTX_L1_APPEND:-}"
+ISOCFG="SERIAL 0 115200
+DEFAULT l1
+PROMPT 0
+TIMEOUT 0
+LABEL l1
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND $APPEND"
+[ "$(cat "$OUT/.isolinux.cfg" 2>/dev/null)" = "$ISOCFG" ] || rm -f "$OUT/vtx-lab.iso"
+if stale "$OUT/vtx-lab.iso" "$OUT/l1-initramfs.cpio.zst" "$LABDIR/vmlinuz" "$0"; then
+    say "building ISO"
+    I=$OUT/isoroot
+    rm -rf "$I"; mkdir -p "$I/isolinux"
+    cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$I/isolinux/"
+    printf '%s\n' "$ISOCFG" > "$I/isolinux/isolinux.cfg"
+    ln "$LABDIR/vmlinuz" "$I/vmlinuz" 2>/dev/null || cp "$LABDIR/vmlinuz" "$I/vmlinuz"
+    ln "$OUT/l1-initramfs.cpio.zst" "$I/initrd.img" 2>/dev/null || cp "$OUT/l1-initramfs.cpio.zst" "$I/initrd.img"
+    xorriso -as mkisofs -quiet -o "$OUT/vtx-lab.iso.tmp" -R -J -V VTXLAB \
+        -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table \
+        "$I" >&2
+    mv "$OUT/vtx-lab.iso.tmp" "$OUT/vtx-lab.iso"
+    rm -rf "$I"
+    printf '%s\n' "$ISOCFG" > "$OUT/.isolinux.cfg"
+fi
+
+# ---------------------------------------------------------------- Bochs config
+cat > "$OUT/bochsrc.tmp" <<EOF
+# generated by tests/vtx-lab/build-vtx-lab.sh
+memory: guest=$L1_MEM, host=$L1_MEM
+romimage: file=/usr/share/bochs/BIOS-bochs-latest
+vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
+cpu: model=corei7_skylake_x, count=1, ips=200000000, reset_on_triple_fault=1, ignore_bad_msrs=1
+clock: sync=none, time0=local
+pci: enabled=1, chipset=i440fx
+ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
+ata0-master: type=cdrom, path="$OUT/vtx-lab.iso", status=inserted
+boot: cdrom
+com1: enabled=1, mode=file, dev="$OUT/com1.log"
+display_library: term
+mouse: enabled=0
+log: $OUT/bochs.log
+panic: action=fatal
+error: action=report
+info: action=ignore
+debug: action=ignore
+EOF
+mv "$OUT/bochsrc.tmp" "$OUT/bochsrc"
+echo c > "$OUT/bochs-debugger.rc"
+
+say "$OUT ready ($KPKG, modules from $MODDIR, L1 initramfs $(du -h "$OUT/l1-initramfs.cpio.zst" | cut -f1), ISO $(du -h "$OUT/vtx-lab.iso" | cut -f1))"
