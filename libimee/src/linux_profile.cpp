@@ -81,6 +81,14 @@ void check_layout(const LinuxLayout& l, const std::string& origin) {
     if (l.*f.field > (1u << 16)) throw Exception(origin + ": implausible offset for " + f.key);
 }
 
+// A non-negative integer, refusing floats (converting 1e82 to an integer is undefined) and
+// negative numbers alike.
+std::uint64_t unsigned_at(const nlohmann::json& j, const std::string& bad) {
+  if (!j.is_number_unsigned())
+    throw Exception(bad + "expected a non-negative integer, got " + j.dump());
+  return j.get<std::uint64_t>();
+}
+
 }  // namespace
 
 LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::string& symbols_path) {
@@ -141,17 +149,17 @@ LinuxProfile LinuxProfile::load(const std::string& path) {
   }
   try {
     if (j.value("format", "") != "imee-linux-profile") throw Exception(bad + "missing format tag");
-    if (j.at("version").get<int>() != kFormatVersion)
+    if (unsigned_at(j.at("version"), bad) != kFormatVersion)
       throw Exception(bad + "format version " + j.at("version").dump() + ", this build reads " +
                       std::to_string(kFormatVersion) + " (rebuild the profile)");
     LinuxProfile p;
     p.banner = j.at("banner").get<std::string>();
     p.symbols_path = j.at("symbols_path").get<std::string>();
-    p.syscall_slots = j.at("syscall_slots").get<std::uint64_t>();
+    p.syscall_slots = unsigned_at(j.at("syscall_slots"), bad);
     for (const char* name : kProfileSymbols)
-      p.symbols[name] = j.at("symbols").at(name).get<std::uint64_t>();
+      p.symbols[name] = unsigned_at(j.at("symbols").at(name), bad);
     for (const LayoutField& f : kLayoutFields)
-      p.layout.*f.field = j.at("layout").at(f.key).get<std::uint64_t>();
+      p.layout.*f.field = unsigned_at(j.at("layout").at(f.key), bad);
     if (p.syscall_slots == 0 || p.syscall_slots > 4096)
       throw Exception(bad + "implausible syscall_slots");
     check_layout(p.layout, path);
