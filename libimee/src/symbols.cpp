@@ -16,7 +16,6 @@
 
 #include "imee/error.hpp"
 #include "input_file.hpp"
-#include "input_file.hpp"
 
 namespace imee {
 

@@ -3,9 +3,9 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -16,8 +16,8 @@ namespace imee::tools {
 
 struct ToolInfo {
   const char* name;
-  const char* summary;      // one line for --help
-  const char* extra_usage;  // tool-specific options for --help, or ""
+  const char* summary;                          // one line for --help
+  const char* extra_usage;                      // tool-specific options for --help, or ""
   std::vector<std::string> extra_options = {};  // tool-specific "--name VALUE" options
 };
 

@@ -1,8 +1,8 @@
 // Guest-physical memory of a target, mapped read-only into this process.
 //
 // A target's RAM is a file (QEMU memory-backend-file or memfd with share=on, or a raw dump) whose
-// bytes are laid out in guest-physical order, except that QEMU's pc and q35 machines put the part of
-// RAM above the 32-bit PCI hole at GPA 4 GiB. RamLayout describes that split.
+// bytes are laid out in guest-physical order, except that QEMU's pc and q35 machines put the part
+// of RAM above the 32-bit PCI hole at GPA 4 GiB. RamLayout describes that split.
 #pragma once
 
 #include <array>
@@ -22,10 +22,12 @@ struct RamRegion {
 
 enum class MachineType { kFlat, kPc, kQ35 };
 
-MachineType parse_machine_type(const std::string& name);  // "flat", "pc"/"pc-i440fx-*", "q35"/"pc-q35-*"
+MachineType parse_machine_type(
+    const std::string& name);  // "flat", "pc"/"pc-i440fx-*", "q35"/"pc-q35-*"
 const char* to_string(MachineType machine);
 
-// QEMU's split of `ram_size` bytes of RAM into guest-physical regions (hw/i386/pc_piix.c, pc_q35.c).
+// QEMU's split of `ram_size` bytes of RAM into guest-physical regions (hw/i386/pc_piix.c,
+// pc_q35.c).
 std::vector<RamRegion> qemu_ram_layout(MachineType machine, std::uint64_t ram_size);
 
 class GuestRam {
