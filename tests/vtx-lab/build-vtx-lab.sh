@@ -17,9 +17,11 @@
 #   VTX_TESTS_DIR     directory copied to /tests in L1; its run.sh is the test run after L2 is
 #                     ready (default: tests/vtx-lab/l1/tests)
 #   VTX_LAB_BUILD_DIR where tests/lab/build-lab.sh builds (default: OUTDIR/lab)
-#   VTX_L1_MEM        L1 RAM in MiB (default 1024)   VTX_L2_MEM  L2 RAM in MiB (default 256)
+#   VTX_L1_MEM        L1 RAM in MiB (default 512)   VTX_L2_MEM  L2 RAM in MiB (default 128)
 #   VTX_L2_TIMEOUT    L1 waits this many L1-seconds for "LAB READY" from L2 (default 400)
 #   VTX_L1_APPEND     extra L1 kernel command-line words
+#   VTX_L1_QUIET      L1 kernel log level word (default "quiet": every console line costs ~5 ms of
+#                     L1 time in Bochs; set VTX_L1_QUIET= for a full boot log)
 #   VTX_NO_INSTALL=1  do not apt-get install missing packages (fail instead)
 #   LAB_KERNEL_PKG    passed on to build-lab.sh (kernel package for L1 and L2)
 #
@@ -37,8 +39,8 @@ OUT=$(cd "$1" && pwd)
 CACHE=$OUT/cache
 LABDIR=${VTX_LAB_BUILD_DIR:-$OUT/lab}
 TESTS_DIR=${VTX_TESTS_DIR:-$HERE/l1/tests}
-L1_MEM=${VTX_L1_MEM:-1024}
-L2_MEM=${VTX_L2_MEM:-256}
+L1_MEM=${VTX_L1_MEM:-512}
+L2_MEM=${VTX_L2_MEM:-128}
 L2_TIMEOUT=${VTX_L2_TIMEOUT:-400}
 mkdir -p "$CACHE" "$LABDIR"
 
@@ -162,7 +164,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------- ISO
-APPEND="console=ttyS0 ${VTX_L1_APPEND:-}"
+APPEND="console=ttyS0 ${VTX_L1_QUIET-quiet} ${VTX_L1_APPEND:-}"
 ISOCFG="SERIAL 0 115200
 DEFAULT l1
 PROMPT 0
@@ -203,9 +205,10 @@ boot: cdrom
 com1: enabled=1, mode=file, dev="$OUT/com1.log"
 display_library: term
 mouse: enabled=0
+speaker: enabled=0
 log: $OUT/bochs.log
 panic: action=fatal
-error: action=report
+error: action=report, cpu0=ignore
 info: action=ignore
 debug: action=ignore
 EOF

@@ -30,7 +30,19 @@ BPID=$!
 echo "$BPID" > "$OUT/bochs.pid"
 echo "run-vtx-lab.sh: Bochs pid $BPID, console $LOG, timeout ${TIMEOUT}s"
 
+# With stdin not a tty, the term GUI opens a pty and prints "Bochs connected to screen /dev/pts/N".
+# Nobody reads it, so after a few minutes of cursor updates the pty buffer is full and Bochs blocks
+# in write(): keep it drained.
+DRAIN_PID=
+for _ in $(seq 1 50); do
+    pts=$(sed -n "s/.*connected to screen \"\(\/dev\/pts\/[0-9]*\)\".*/\1/p" "$OUT/bochs.out" | head -n1)
+    if [ -n "$pts" ]; then cat "$pts" > "$OUT/bochs.screen" 2>/dev/null & DRAIN_PID=$!; break; fi
+    sleep 0.2
+done
+[ -n "$DRAIN_PID" ] || echo "run-vtx-lab.sh: warning: no Bochs screen pty seen; Bochs may block on it"
+
 stop_bochs() {
+    if [ -n "${DRAIN_PID:-}" ]; then kill "$DRAIN_PID" 2>/dev/null || true; fi
     kill -0 "$BPID" 2>/dev/null || return 0
     kill -TERM "$BPID" 2>/dev/null || true
     for _ in 1 2 3 4 5; do kill -0 "$BPID" 2>/dev/null || break; sleep 1; done
@@ -40,9 +52,17 @@ stop_bochs() {
 trap stop_bochs EXIT
 
 status=""
+seen=0
+: > "$OUT/com1.timed.log"
 next=$PROGRESS
 while :; do
     el=$(( $(date +%s) - start ))
+    # wall-clock stamps (seconds since start) for new console lines
+    n=$(wc -l < "$LOG")   # complete lines only
+    if [ "$n" -gt "$seen" ]; then
+        tr -d "\r" < "$LOG" | sed -n "$((seen + 1)),${n}p" | sed "s/^/$(printf "%4d" "$el") /" >> "$OUT/com1.timed.log"
+        seen=$n
+    fi
     # strip CRs: the kernel writes \r\n on the serial console
     if grep -q '^VTX-LAB RESULT: ' <(tr -d '\r' < "$LOG"); then
         status=$(tr -d '\r' < "$LOG" | grep -m1 '^VTX-LAB RESULT: ')
