@@ -135,8 +135,10 @@ std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Targe
       reason = "soft: this host's CPU has no VT-x/AMD-V, so an ImEE would run emulated";
     else if (!KvmBackend::available(&reason))
       reason = "soft: KVM is not usable (" + reason + ")";
-    else
-      chosen = "kvm", reason = "kvm: KVM on hardware virtualization";
+    else {
+      chosen = "kvm";
+      reason = "kvm: KVM on hardware virtualization";
+    }
   }
   if (why != nullptr) *why = reason;
   if (chosen == "soft") return std::make_unique<SoftBackend>(target.ram());
