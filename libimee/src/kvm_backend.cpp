@@ -12,6 +12,8 @@
 #include <random>
 #include <thread>
 
+#include <fcntl.h>
+
 #include "imee/agent_protocol.h"
 #include "imee/soft_backend.hpp"
 #include "kvm_vm.hpp"
@@ -78,6 +80,10 @@ bool host_range_writable(const void* p, std::uint64_t len) {
   return false;
 }
 
+// Why a request slot needs more than the agent's answer.
+constexpr std::uint8_t kHitSoft = 1;       // answer it in software
+constexpr std::uint8_t kHitBlindSpot = 2;  // retry it after moving the agent (kernel backend)
+
 struct Job {
   AddressSpace space;
   std::uint64_t va = 0;
@@ -89,10 +95,10 @@ struct Job {
 }  // namespace
 
 struct KvmBackend::Impl {
-  explicit Impl(const GuestRam& r) : ram(r), soft(r) {}
+  explicit Impl(const GuestRam& r) : ram(&r), soft(std::make_unique<SoftBackend>(r)) {}
 
-  const GuestRam& ram;
-  SoftBackend soft;
+  const GuestRam* ram;
+  std::unique_ptr<SoftBackend> soft;
   kvm::Vm vm;
   kvm::Mapping local;  // agent page, data area, local tables
   std::uint64_t local_gpa = 0;
@@ -110,10 +116,21 @@ struct KvmBackend::Impl {
   bool cpu_nxe = true;
 
   std::uint64_t seq = 0;
-  std::array<std::atomic<std::uint8_t>, IMEE_MAX_REQUESTS> mmio_hit{};
+  std::array<std::atomic<std::uint8_t>, IMEE_MAX_REQUESTS> hit{};  // kHit*, by request slot
   std::atomic<bool> broken{false};           // the agent stopped in an unexpected way
   std::atomic<std::uint64_t> mmio_exits{0};  // counted on the poll thread too
   Stats stats;
+
+  // Kernel backend (ImEE of the patched kvm-intel).
+  bool kernel = false;
+  kvm::Fd target_vm;  // our duplicate of the target's VM fd
+  std::uint32_t target_vcpu = 0;
+  kvm::Fd imee;                                    // once launched
+  std::array<char, IMEE_MAX_REQUESTS> served{};   // served before a fault restarted the agent
+  std::atomic<std::uint64_t> vm_exits{0}, kernel_faults{0};
+  std::atomic<std::uint64_t> last_cr3{0};
+  std::atomic<std::uint32_t> last_paging{0};
+  std::atomic<bool> target_gone{false};
 
   // Poll mode.
   std::thread poller;
@@ -138,6 +155,9 @@ struct KvmBackend::Impl {
   void move_home(const AddressSpace& space, std::uint64_t va);
   bool relocate();
   void restart_agent(PagingMode mode, bool nxe);
+  void start(const AddressSpace& home_space, std::uint64_t home_va);
+  bool run_kernel(std::uint32_t mode);
+  bool absorb_fault(const imee_activate& a);
 
   bool run_jobs(std::span<Job> jobs, std::vector<char>& soft_needed, std::vector<Job>& retry);
   bool run_batch();
@@ -151,18 +171,18 @@ struct KvmBackend::Impl {
 void KvmBackend::Impl::set_up_local() {
   const kvm::Capabilities& caps = kvm::capabilities();
   la57 = caps.la57;
-  regions = ram.regions();
+  regions = ram->regions();
   // The top of the guest-physical space: no RAM there, and no sane target PTE points there.
   local_gpa = (1ull << caps.phys_bits) - kLocalSpan;
   for (const RamRegion& r : regions) {
     if (r.gpa + r.size > local_gpa)
       throw Exception("kvm: target RAM reaches the ImEE's local GPA range");
-    const std::byte* host = ram.host(r.gpa, r.size);
+    const std::byte* host = ram->host(r.gpa, r.size);
     if (host == nullptr || reinterpret_cast<std::uintptr_t>(host) % kPage != 0 ||
         r.gpa % kPage != 0)
       throw Exception("kvm: target RAM region at GPA " + std::to_string(r.gpa) +
                       " is not page aligned in host memory");
-    if (host_range_writable(host, r.size))
+    if (!kernel && host_range_writable(host, r.size))
       throw Exception(
           "kvm: target RAM is mapped writable in this process; the ImEE needs a read-only "
           "(PROT_READ) mapping so that KVM cannot set Accessed/Dirty bits in it");
@@ -220,6 +240,14 @@ void KvmBackend::Impl::build_local_tables(int levels, std::uint64_t first_table)
 // Target RAM as read-only slots at its own GPAs, with a hole at the home page, which the agent
 // page fills (read-write: exception frames land on the agent's stack in either space).
 void KvmBackend::Impl::install_target_slots() {
+  if (kernel) {  // the ImEE's EPT maps the target and the home page
+    const std::uint64_t agent_local_gpa = local_gpa + kCodePage * kPage;
+    if (!imee)
+      imee = kvm::launch_imee(vm, target_vm.get(), target_vcpu, home_gpa, agent_local_gpa);
+    else
+      kvm::retarget_imee(imee.get(), target_vm.get(), target_vcpu, home_gpa, agent_local_gpa);
+    return;
+  }
   vm.set_memslot(kSlotHome, 0, 0, nullptr, false);
   for (std::uint32_t i = 0; i < regions.size(); ++i) {
     vm.set_memslot(kSlotTarget + 2 * i, 0, 0, nullptr, true);
@@ -228,7 +256,7 @@ void KvmBackend::Impl::install_target_slots() {
   for (std::uint32_t i = 0; i < regions.size(); ++i) {
     const RamRegion& r = regions[i];
     const std::uint64_t size = r.size & ~(kPage - 1);  // a partial last page stays unbacked
-    const std::byte* host = ram.host(r.gpa, r.size);
+    const std::byte* host = ram->host(r.gpa, r.size);
     const bool has_home = home_gpa >= r.gpa && home_gpa < r.gpa + size;
     const std::uint64_t below = has_home ? home_gpa - r.gpa : size;
     if (below > 0) vm.set_memslot(kSlotTarget + 2 * i, r.gpa, below, host, true);
@@ -244,11 +272,11 @@ void KvmBackend::Impl::install_target_slots() {
 void KvmBackend::Impl::check_home(const AddressSpace& space, std::uint64_t va,
                                   std::uint64_t* gpa) const {
   const std::uint64_t page_va = va & ~(kPage - 1);
-  Expected<Translation> t = imee::translate(ram, space, page_va);
+  Expected<Translation> t = imee::translate(*ram, space, page_va);
   if (!t) throw Exception("kvm: agent home " + t.error().describe());
   if (!t->executable) throw Exception("kvm: agent home VA is mapped no-execute");
   const std::uint64_t page_gpa = t->gpa & ~(kPage - 1);
-  if (ram.host(page_gpa, kPage) == nullptr)
+  if (ram->host(page_gpa, kPage) == nullptr)
     throw Exception("kvm: agent home page is not wholly in guest RAM");
   if (data_va != 0 && page_va + kPage > data_va && page_va < data_va + IMEE_DATA_SIZE)
     throw Exception("kvm: agent home VA collides with the ImEE's data VAs");
@@ -353,13 +381,66 @@ void KvmBackend::Impl::handle_mmio() {
   const std::uint64_t first = data_va + IMEE_HEADER_SIZE;
   if (r.r15 >= first && r.r15 < first + IMEE_MAX_REQUESTS * IMEE_REQUEST_SIZE &&
       (r.r15 - first) % IMEE_REQUEST_SIZE == 0)
-    mmio_hit[(r.r15 - first) / IMEE_REQUEST_SIZE].store(1);
+    hit[(r.r15 - first) / IMEE_REQUEST_SIZE].store(kHitSoft);
   else
     broken = true;  // not inside a request: the agent itself went astray
 }
 
+// Kernel backend: an activation ended with a fault before the agent touched anything it must
+// not. The agent was serving the request whose slot r15 points to: that one goes to software (a
+// blind spot: to a retry after relocation), the ones before it are done, and the restarted
+// agent serves the rest (served and failed requests get length 0, so it skips them).
+bool KvmBackend::Impl::absorb_fault(const imee_activate& a) {
+  const kvm_regs r = vm.regs();
+  const std::uint64_t first = data_va + IMEE_HEADER_SIZE;
+  if (r.r15 < first || r.r15 >= first + IMEE_MAX_REQUESTS * IMEE_REQUEST_SIZE ||
+      (r.r15 - first) % IMEE_REQUEST_SIZE != 0)
+    return false;  // not inside a request: the agent itself went astray
+  const std::size_t current = (r.r15 - first) / IMEE_REQUEST_SIZE;
+  hit[current].store(a.fault_kind == IMEE_FAULT_BLIND_SPOT ? kHitBlindSpot : kHitSoft);
+  for (std::size_t i = 0; i <= current; ++i) {
+    imee_request& s = slot(i);
+    if (i < current && s.len != 0 && s.status == IMEE_STATUS_OK && s.done == s.len)
+      served[i] = 1;
+    s.len = 0;
+  }
+  restart_agent(cpu_mode, cpu_nxe);
+  return true;
+}
+
+// Kernel backend: activations until the agent halts (batch done, or poll mode stopped).
+// Returns false if the agent failed as a whole.
+bool KvmBackend::Impl::run_kernel(std::uint32_t mode) {
+  for (int interrupts = 0;;) {
+    const imee_activate a = kvm::activate_imee(imee.get(), mode);
+    vm_exits.fetch_add(a.exits, std::memory_order_relaxed);
+    last_cr3.store(a.target_cr3, std::memory_order_relaxed);
+    last_paging.store(a.target_paging, std::memory_order_relaxed);
+    switch (a.status) {
+      case IMEE_RESULT_DONE:
+        return true;
+      case IMEE_RESULT_INTERRUPTED:
+        if (mode == IMEE_ACTIVATE_BATCH && ++interrupts > 1000) return false;
+        continue;
+      case IMEE_RESULT_FAULT:
+        kernel_faults.fetch_add(1, std::memory_order_relaxed);
+        if (absorb_fault(a)) continue;
+        return false;
+      case IMEE_RESULT_TARGET_GONE:
+        target_gone = true;
+        return false;
+      default:
+        return false;
+    }
+  }
+}
+
 // Batch mode: one KVM_RUN serves the posted batch; the agent halts when it is done.
 bool KvmBackend::Impl::run_batch() {
+  if (kernel) {
+    ++stats.runs;
+    return run_kernel(IMEE_ACTIVATE_BATCH) && header().stray_vector == IMEE_STRAY_NONE;
+  }
   for (int spins = 0;; ++spins) {
     const std::uint32_t reason = vm.run();
     ++stats.runs;
@@ -374,6 +455,11 @@ bool KvmBackend::Impl::run_batch() {
 }
 
 void KvmBackend::Impl::poll_loop() {
+  if (kernel) {
+    if (!run_kernel(IMEE_ACTIVATE_POLL) || !stopping.load()) broken = true;
+    poller_done.store(true, std::memory_order_release);
+    return;
+  }
   for (;;) {
     const std::uint32_t reason = vm.run();
     if (reason == KVM_EXIT_MMIO) {
@@ -440,7 +526,8 @@ bool KvmBackend::Impl::run_jobs(std::span<Job> jobs, std::vector<char>& soft_nee
     r.len = jobs[i].len;
     r.out = out;
     out += jobs[i].len;
-    mmio_hit[i].store(0);
+    hit[i].store(0);
+    served[i] = 0;
   }
   header().count = static_cast<std::uint32_t>(jobs.size());
   const std::uint32_t faults_before = header().faults;
@@ -449,6 +536,7 @@ bool KvmBackend::Impl::run_jobs(std::span<Job> jobs, std::vector<char>& soft_nee
   const bool ok = polled ? (++stats.runs, wait_for_poller()) : run_batch();
   if (!ok || header().completed != seq) {
     if (polled) stop_polling();
+    if (target_gone) throw Exception("kernel: the target VM is gone (its VMM exited)");
     ++stats.vcpu_resets;
     restart_agent(cpu_mode, cpu_nxe);
     // The doorbell stays rung: the restarted agent would serve the stale batch. Retire it.
@@ -464,12 +552,19 @@ bool KvmBackend::Impl::run_jobs(std::span<Job> jobs, std::vector<char>& soft_nee
     const Job& j = jobs[i];
     const imee_request& r = slot(i);
     ++stats.agent_requests;
-    if (r.status != IMEE_STATUS_OK || r.done != j.len || mmio_hit[i].load()) {
+    const std::uint8_t h = hit[i].load();
+    if (h == kHitBlindSpot) {
+      ++stats.blind_spot_hits;
+      retry.push_back(j);
+      continue;
+    }
+    if (!served[i] && (h != 0 || r.status != IMEE_STATUS_OK || r.done != j.len)) {
       soft_needed[j.owner] = 1;
       continue;
     }
     const std::byte* got = data() + r.out;
     std::memcpy(j.dst, got, j.len);
+    if (kernel) continue;  // its agent page is execute-only: a read of it faults, see above
     // Blind spot: did a page of this read come back as the agent page? Compare each 4 KiB
     // piece with the agent page at the same offset; confirm a match by a software walk.
     for (std::uint64_t off = 0; off < j.len;) {
@@ -478,7 +573,7 @@ bool KvmBackend::Impl::run_jobs(std::span<Job> jobs, std::vector<char>& soft_nee
       const std::uint64_t n = std::min<std::uint64_t>(kPage - in_page, j.len - off);
       const bool on_stack = faulted && in_page + n > IMEE_AGENT_STACK_OFFSET;
       if (on_stack || std::memcmp(got + off, agent_page() + in_page, n) == 0) {
-        Expected<Translation> t = imee::translate(ram, j.space, va);
+        Expected<Translation> t = imee::translate(*ram, j.space, va);
         if (t && (t->gpa & ~(kPage - 1)) == home_gpa) {
           ++stats.blind_spot_hits;
           retry.push_back({j.space, va, j.dst + off, static_cast<std::uint32_t>(n), j.owner});
@@ -490,27 +585,56 @@ bool KvmBackend::Impl::run_jobs(std::span<Job> jobs, std::vector<char>& soft_nee
   return true;
 }
 
+void KvmBackend::Impl::start(const AddressSpace& home_space, std::uint64_t home_va) {
+  set_up_local();
+  // Data VAs: in another 1 GiB of the home's half of the address space, so never on the home.
+  data_va = ((home_va & ~(k1G - 1)) ^ k1G);
+  build_local_tables(4, kTablePage);
+  build_local_tables(5, kTablePage + 8);
+  cpu_mode = la57 ? home_space.mode : PagingMode::k4Level;
+  cpu_nxe = home_space.nxe;
+  move_home(home_space, home_va);
+}
+
+namespace {
+
+kvm::Fd duplicate(int fd) {
+  kvm::Fd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!copy) throw Exception("kernel: the target's VM fd " + std::to_string(fd) + " is not open");
+  return copy;
+}
+
+}  // namespace
+
 KvmBackend::KvmBackend(const GuestRam& ram, const AddressSpace& home_space, std::uint64_t home_va)
     : impl_(std::make_unique<Impl>(ram)) {
-  Impl& m = *impl_;
-  m.set_up_local();
-  // Data VAs: in another 1 GiB of the home's half of the address space, so never on the home.
-  m.data_va = ((home_va & ~(k1G - 1)) ^ k1G);
-  m.build_local_tables(4, kTablePage);
-  m.build_local_tables(5, kTablePage + 8);
-  m.cpu_mode = m.la57 ? home_space.mode : PagingMode::k4Level;
-  m.cpu_nxe = home_space.nxe;
-  m.move_home(home_space, home_va);
+  impl_->start(home_space, home_va);
+}
+
+KvmBackend::KvmBackend(const GuestRam& ram, const AddressSpace& home_space, std::uint64_t home_va,
+                       const KernelTarget& target)
+    : impl_(std::make_unique<Impl>(ram)) {
+  std::string why;
+  if (!available(&why, true)) throw Exception("kernel: " + why);
+  impl_->kernel = true;
+  impl_->target_vm = target.vm_fd >= 0 ? duplicate(target.vm_fd) : kvm::qemu_vm_fd(target.qemu_pid);
+  impl_->target_vcpu = target.vcpu_index;
+  impl_->start(home_space, home_va);
+}
+
+std::string_view KvmBackend::name() const {
+  return impl_->kernel ? "kernel" : "kvm";
 }
 
 KvmBackend::~KvmBackend() {
   impl_->stop_polling();
 }
 
-bool KvmBackend::available(std::string* why) {
+bool KvmBackend::available(std::string* why, bool kernel) {
   const kvm::Capabilities& caps = kvm::capabilities();
-  if (!caps.usable && why != nullptr) *why = caps.why_not;
-  return caps.usable;
+  std::string reason = caps.usable ? (kernel ? kvm::imee_kernel_missing() : "") : caps.why_not;
+  if (why != nullptr) *why = reason;
+  return reason.empty();
 }
 
 Status KvmBackend::read(const AddressSpace& space, std::uint64_t va, std::span<std::byte> dst) {
@@ -571,16 +695,16 @@ void KvmBackend::read_batch(std::span<ReadRequest> requests) {
   for (std::size_t i = 0; i < requests.size(); ++i) {
     if (!soft_needed[i]) continue;
     ++m.stats.software_requests;
-    requests[i].status = m.soft.read(requests[i].space, requests[i].va, requests[i].dst);
+    requests[i].status = m.soft->read(requests[i].space, requests[i].va, requests[i].dst);
   }
 }
 
 Expected<Translation> KvmBackend::translate(const AddressSpace& space, std::uint64_t va) {
-  return impl_->soft.translate(space, va);
+  return impl_->soft->translate(space, va);
 }
 
 Status KvmBackend::read_physical(std::uint64_t gpa, std::span<std::byte> dst) {
-  return impl_->soft.read_physical(gpa, dst);
+  return impl_->soft->read_physical(gpa, dst);
 }
 
 std::vector<RamRegion> KvmBackend::ram_regions() const {
@@ -610,7 +734,38 @@ void KvmBackend::stop_polling() {
 bool KvmBackend::polling() const {
   return impl_->poller.joinable();
 }
+void KvmBackend::retarget(const GuestRam& ram, const KernelTarget& target,
+                          const AddressSpace& home_space, std::uint64_t home_va) {
+  Impl& m = *impl_;
+  if (!m.kernel) throw Exception("retarget: only the kernel backend retargets");
+  const bool polled = m.poller.joinable();
+  if (polled) m.stop_polling();
+  const std::uint64_t top = ram.regions().empty() ? 0 : ram.regions().back().gpa + ram.regions().back().size;
+  if (top > m.local_gpa) throw Exception("kernel: target RAM reaches the ImEE's local GPA range");
+  m.target_vm = target.vm_fd >= 0 ? duplicate(target.vm_fd) : kvm::qemu_vm_fd(target.qemu_pid);
+  m.target_vcpu = target.vcpu_index;
+  m.ram = &ram;
+  m.soft = std::make_unique<SoftBackend>(ram);
+  m.regions = ram.regions();
+  m.target_gone = false;
+  m.move_home(home_space, home_va);
+  if (polled) m.start_polling();
+}
+
+KvmBackend::TargetVcpu KvmBackend::target_vcpu() const {
+  const std::uint32_t p = impl_->last_paging.load(std::memory_order_relaxed);
+  return {.cr3 = impl_->last_cr3.load(std::memory_order_relaxed),
+          .long_mode = (p & IMEE_PAGING_LONG) != 0,
+          .la57 = (p & IMEE_PAGING_LA57) != 0,
+          .nxe = (p & IMEE_PAGING_NXE) != 0,
+          .wp = (p & IMEE_PAGING_WP) != 0,
+          .pcide = (p & IMEE_PAGING_PCIDE) != 0,
+          .stale = (p & IMEE_PAGING_STALE) != 0};
+}
+
 const KvmBackend::Stats& KvmBackend::stats() const {
+  impl_->stats.vm_exits = impl_->vm_exits.load(std::memory_order_relaxed);
+  impl_->stats.kernel_faults = impl_->kernel_faults.load(std::memory_order_relaxed);
   impl_->stats.mmio_exits = impl_->mmio_exits.load(std::memory_order_relaxed);
   impl_->stats.agent_polls =
       std::atomic_ref<std::uint64_t>(impl_->header().polls).load(std::memory_order_relaxed);

@@ -135,19 +135,27 @@ std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Targe
       reason = "soft: this host's CPU has no VT-x/AMD-V, so an ImEE would run emulated";
     else if (!KvmBackend::available(&reason))
       reason = "soft: KVM is not usable (" + reason + ")";
-    else {
+    else if (target.qemu_pid() && KvmBackend::available(nullptr, true)) {
+      chosen = "kernel";
+      reason = "kernel: the ImEE of this host's patched kvm-intel";
+    } else {
       chosen = "kvm";
       reason = "kvm: KVM on hardware virtualization";
     }
   }
   if (why != nullptr) *why = reason;
   if (chosen == "soft") return std::make_unique<SoftBackend>(target.ram());
-  if (chosen == "kvm") {
-    if (!KvmBackend::available(&reason))
-      throw Exception("the kvm backend is not available: " + reason);
-    return std::make_unique<KvmBackend>(target.ram(), home.space, home.va);
+  if (chosen == "kvm" || chosen == "kernel") {
+    const bool kernel = chosen == "kernel";
+    if (!KvmBackend::available(&reason, kernel))
+      throw Exception("the " + chosen + " backend is not available: " + reason);
+    if (!kernel) return std::make_unique<KvmBackend>(target.ram(), home.space, home.va);
+    if (!target.qemu_pid())
+      throw Exception("the kernel backend needs the target's QEMU process (--pid)");
+    return std::make_unique<KvmBackend>(target.ram(), home.space, home.va,
+                                        KvmBackend::KernelTarget{.qemu_pid = *target.qemu_pid()});
   }
-  throw Exception("unknown backend '" + name + "' (available: soft, kvm, auto)");
+  throw Exception("unknown backend '" + name + "' (available: soft, kvm, kernel, auto)");
 }
 
 }  // namespace imee

@@ -32,6 +32,21 @@ struct LabGuest {
   static std::string kernel() { return env_or("IMEE_LAB_KERNEL", IMEE_LAB_KERNEL); }
   static std::string tools() { return env_or("IMEE_TOOLS_DIR", IMEE_TOOLS_DIR); }
 
+  // Backend the tools run with (IMEE_TOOL_BACKEND; the VT-x lab sets "kernel").
+  static std::string backend() { return env_or("IMEE_TOOL_BACKEND", "soft"); }
+  // Which guests to test (IMEE_LAB_LEVELS: "4,5" by default; the VT-x lab has one 4-level L2).
+  static std::vector<int> all_levels() {
+    std::vector<int> out;
+    std::istringstream in(env_or("IMEE_LAB_LEVELS", "4,5"));
+    for (std::string level; std::getline(in, level, ',');) out.push_back(std::stoi(level));
+    return out;
+  }
+
+  // The ImEE backend under test: "kernel" in the VT-x lab, "kvm" elsewhere.
+  static std::string imee_backend() { return backend() == "kernel" ? "kernel" : "kvm"; }
+  // Set in the VT-x lab: a backend that is not available fails the test instead of skipping it.
+  static bool must_run() { return env_or("IMEE_REQUIRE_KERNEL", "0") == "1"; }
+
   static LabGuest get(int levels) {
     return LabGuest{root() + "/l" + std::to_string(levels), levels};
   }
@@ -47,11 +62,13 @@ struct LabGuest {
   std::string profile() const { return dir + "/profile.json"; }
 
   // Target and profile options for a tool. The 5-level guest is named by QEMU pid, the 4-level
-  // one by its RAM file, so both ways of naming a target are exercised.
+  // one by its RAM file, so both ways of naming a target are exercised; the kernel backend needs
+  // the pid (it opens QEMU's VM fd).
   std::string target_args() const {
-    const std::string target = levels == 5 ? "--pid " + qemu_pid() : "--ram " + ram();
+    const bool by_pid = levels == 5 || backend() == "kernel";
+    const std::string target = by_pid ? "--pid " + qemu_pid() : "--ram " + ram();
     return target + " --profile " + profile() + " --kernel " + kernel() + " --symbols " +
-           kallsyms();
+           kallsyms() + " --backend " + backend();
   }
 
   RunResult tool(const std::string& name, const std::string& extra = "--json") const {

@@ -1,6 +1,7 @@
-// The kvm backend (an ImEE on this host's KVM) against the live lab guests: the tools print what
-// they print with the soft backend, 10,000 random reads agree byte for byte or error for error
-// with the software walk, and the guest's RAM is unchanged by it all.
+// The ImEE backends against the live lab guests: the kvm backend (an ImEE on this host's KVM)
+// here, the kernel backend (the patched kvm-intel) in the VT-x lab (IMEE_TOOL_BACKEND=kernel).
+// The tools print what they print with the soft backend, 10,000 random reads agree byte for
+// byte or error for error with the software walk, and the guest's RAM is unchanged by it all.
 //
 // On a host whose KVM offers no LA57 the 5-level guest is served by the software fallback (the
 // backend counts it); the 4-level guest runs the agent, and the tests assert that it did.
@@ -21,9 +22,22 @@ namespace {
 
 using nlohmann::json;
 
-void require_kvm() {
-  std::string why;
-  if (!KvmBackend::available(&why)) GTEST_SKIP() << "this machine has no usable /dev/kvm: " << why;
+#define REQUIRE_IMEE()                                                                   \
+  do {                                                                                   \
+    std::string why;                                                                     \
+    if (!KvmBackend::available(&why, LabGuest::imee_backend() == "kernel")) {            \
+      if (LabGuest::must_run()) FAIL() << LabGuest::imee_backend() << ": " << why;       \
+      GTEST_SKIP() << "this machine cannot run the " << LabGuest::imee_backend()         \
+                   << " backend: " << why;                                               \
+    }                                                                                    \
+  } while (0)
+
+std::unique_ptr<KvmBackend> make_imee(const LabGuest& g, const Target& t,
+                                      const AddressSpace& home_space, std::uint64_t home_va) {
+  if (LabGuest::imee_backend() == "kernel")
+    return std::make_unique<KvmBackend>(
+        t.ram(), home_space, home_va, KvmBackend::KernelTarget{.qemu_pid = std::stoi(g.qemu_pid())});
+  return std::make_unique<KvmBackend>(t.ram(), home_space, home_va);
 }
 
 // A 64-bit FNV-1a over the whole file: enough to see any byte change.
@@ -58,18 +72,18 @@ json without_backend(const std::string& out) {
 }
 
 TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
-  require_kvm();
+  REQUIRE_IMEE();
   const LabGuest g = guest();
   for (const char* tool : {"pidlist", "pslist", "credlist", "syscalldmp"}) {
     bool compared = false;
     for (int attempt = 0; attempt < 4 && !compared; ++attempt) {
       RunResult soft1 = g.tool(tool, "--json --backend soft");
-      RunResult kvm = g.tool(tool, "--json --backend kvm --stats");
+      RunResult kvm = g.tool(tool, "--json --backend " + LabGuest::imee_backend() + " --stats");
       RunResult soft2 = g.tool(tool, "--json --backend soft");
       ASSERT_EQ(kvm.status, 0) << tool << ": " << kvm.err;
       ASSERT_EQ(soft1.status, 0) << soft1.err;
       if (without_backend(soft1.out) != without_backend(soft2.out)) continue;  // guest moved
-      EXPECT_EQ(json::parse(kvm.out)["backend"], "kvm");
+      EXPECT_EQ(json::parse(kvm.out)["backend"], LabGuest::imee_backend());
       EXPECT_EQ(without_backend(kvm.out), without_backend(soft1.out)) << tool;
       if (GetParam() == 4) {  // the agent, not the fallback, answered
         EXPECT_NE(kvm.err.find(" 0 by software"), std::string::npos) << kvm.err;
@@ -81,7 +95,7 @@ TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
 }
 
 TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
-  require_kvm();
+  REQUIRE_IMEE();
   const LabGuest g = guest();
   const LinuxProfile profile = LinuxProfile::build(LabGuest::kernel(), g.kallsyms());
   const KernelTypes types = KernelTypes::load(LabGuest::kernel());
@@ -119,7 +133,8 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   }
   ASSERT_GE(processes, 6);
 
-  KvmBackend kvm(target.ram(), kernel, session.symbol("entry_SYSCALL_64"));
+  const auto imee = make_imee(g, target, kernel, session.symbol("entry_SYSCALL_64"));
+  KvmBackend& kvm = *imee;
   std::mt19937_64 rng(GetParam() * 7919);
   constexpr int kReads = 10000, kBatch = 100;
   int ok = 0, faults = 0;
@@ -168,13 +183,14 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
 }
 
 TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
-  require_kvm();
+  REQUIRE_IMEE();
   const LabGuest g = guest();
   const Target target = Target::open({.ram_path = g.ram()});
   SoftBackend soft(target.ram());
   Session session(soft, LinuxProfile::build(LabGuest::kernel(), g.kallsyms()));
   const std::uint64_t home = session.symbol("entry_SYSCALL_64") & ~0xfffull;
-  KvmBackend kvm(target.ram(), session.kernel_space(), home);
+  const auto imee = make_imee(g, target, session.kernel_space(), home);
+  KvmBackend& kvm = *imee;
   ASSERT_EQ(kvm.agent_home_va(), home);
 
   Paused paused(g);
@@ -190,7 +206,7 @@ TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Guests, LiveKvm, ::testing::Values(4, 5),
+INSTANTIATE_TEST_SUITE_P(Guests, LiveKvm, ::testing::ValuesIn(LabGuest::all_levels()),
                          [](const auto& info) { return std::to_string(info.param) + "level"; });
 
 }  // namespace

@@ -1,9 +1,16 @@
 // The kvm backend against synthetic targets with hand-built page tables: every answer (bytes or
 // Error) must be the soft backend's, and the target's RAM must never change. Skipped only where
 // /dev/kvm is absent or unusable.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <tuple>
 #include <functional>
 #include <random>
 #include <string_view>
@@ -108,13 +115,56 @@ void expect_same_read(MemoryBackend& kvm, MemoryBackend& soft, const AddressSpac
       << std::hex << "va 0x" << va << std::dec << " len " << len;
 }
 
-class KvmBackendTest : public ::testing::TestWithParam<int> {
+// A KVM VM whose RAM is the synthetic target's: what the kernel backend introspects. It never
+// runs; its vCPU 0 only has to exist.
+class TargetVm {
+ public:
+  explicit TargetVm(std::span<const std::byte> ram) {
+    kvm_ = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    vm_ = kvm_ < 0 ? -1 : ::ioctl(kvm_, KVM_CREATE_VM, 0);
+    kvm_userspace_memory_region slot{};
+    slot.flags = KVM_MEM_READONLY;
+    slot.memory_size = ram.size();
+    slot.userspace_addr = reinterpret_cast<std::uint64_t>(ram.data());
+    if (vm_ < 0 || ::ioctl(vm_, KVM_SET_USER_MEMORY_REGION, &slot) != 0 ||
+        (vcpu_ = ::ioctl(vm_, KVM_CREATE_VCPU, 0)) < 0)
+      throw std::runtime_error("cannot create the target VM");
+  }
+  TargetVm(const TargetVm&) = delete;
+  TargetVm& operator=(const TargetVm&) = delete;
+  ~TargetVm() {
+    for (int fd : {vcpu_, vm_, kvm_})
+      if (fd >= 0) ::close(fd);
+  }
+  int fd() const { return vm_; }
+
+ private:
+  int kvm_ = -1, vm_ = -1, vcpu_ = -1;
+};
+
+// The kvm backend, and the same tests through the kernel backend (the patched kvm-intel: it runs
+// in the VT-x lab, where IMEE_REQUIRE_KERNEL=1 turns its absence into a failure).
+class KvmBackendTest : public ::testing::TestWithParam<std::tuple<int, bool>> {
  protected:
+  int levels() const { return std::get<0>(GetParam()); }
+  bool kernel() const { return std::get<1>(GetParam()); }
+
   void SetUp() override {
     SKIP_WITHOUT_KVM();
-    target_ = std::make_unique<Target>(GetParam());
+    std::string why;
+    if (kernel() && !KvmBackend::available(&why, true)) {
+      if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) FAIL() << why;
+      GTEST_SKIP() << "the kernel backend needs the patched kvm-intel (tests/vtx-lab): " << why;
+    }
+    target_ = std::make_unique<Target>(levels());
     soft_ = std::make_unique<SoftBackend>(*target_->guest);
-    kvm_ = std::make_unique<KvmBackend>(*target_->guest, target_->space(), kHomeVa);
+    if (kernel()) {
+      target_vm_ = std::make_unique<TargetVm>(target_->ram->bytes());
+      kvm_ = std::make_unique<KvmBackend>(*target_->guest, target_->space(), kHomeVa,
+                                          KvmBackend::KernelTarget{.vm_fd = target_vm_->fd()});
+    } else {
+      kvm_ = std::make_unique<KvmBackend>(*target_->guest, target_->space(), kHomeVa);
+    }
     hash_before_ = target_->hash();
   }
   void TearDown() override {
@@ -125,13 +175,14 @@ class KvmBackendTest : public ::testing::TestWithParam<int> {
       const KvmBackend::Stats& s = kvm_->stats();
       RecordProperty("runs", static_cast<int>(s.runs));
       RecordProperty("software_requests", static_cast<int>(s.software_requests));
-      if (GetParam() == 5 && s.agent_requests == 0)
+      if (levels() == 5 && s.agent_requests == 0)
         std::printf("note: this KVM offers no LA57; 5-level reads took the software path\n");
     }
   }
   AddressSpace as() const { return target_->space(); }
 
   std::unique_ptr<Target> target_;
+  std::unique_ptr<TargetVm> target_vm_;
   std::unique_ptr<SoftBackend> soft_;
   std::unique_ptr<KvmBackend> kvm_;
   std::uint64_t hash_before_ = 0;
@@ -173,7 +224,7 @@ TEST_P(KvmBackendTest, FaultsMatchTheSoftBackend) {
   expect_same_read(*kvm_, *soft_, as(), hole5 - 100, 100);
   expect_same_read(*kvm_, *soft_, as(), k1gVa + kRam - 100, 300);
   expect_same_read(*kvm_, *soft_, as(), k1gVa + kRam + 12345, 16);
-  const std::uint64_t top = GetParam() == 5 ? 0x0100000000000000ull : 0x0000800000000000ull;
+  const std::uint64_t top = levels() == 5 ? 0x0100000000000000ull : 0x0000800000000000ull;
   expect_same_read(*kvm_, *soft_, as(), top - 16, 32);
   expect_same_read(*kvm_, *soft_, as(), top + 4096, 8);
   expect_same_read(*kvm_, *soft_, as(), 0x1000, 8);  // nothing mapped at low VAs
@@ -186,8 +237,8 @@ TEST_P(KvmBackendTest, FaultsMatchTheSoftBackend) {
 TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
   // A fresh target per level: the entry for `va` at that level loses its present bit. The read
   // starts on a mapped page just below `va`'s level-sized region, so it faults mid-request.
-  for (int level = GetParam(); level >= 1; --level) {
-    Target t(GetParam());
+  for (int level = levels(); level >= 1; --level) {
+    Target t(levels());
     const std::uint64_t region = 1ull << (12 + 9 * (level - 1));
     // Region aligned, and in the same top-level entry as nothing else we map.
     const std::uint64_t va =
@@ -214,7 +265,7 @@ TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
 
 TEST_P(KvmBackendTest, RandomizedDifferential) {
   // 10,000+ random reads over the whole synthetic space, mapped or not, in batches.
-  std::mt19937_64 rng(GetParam() * 7919);
+  std::mt19937_64 rng(levels() * 7919);
   const std::uint64_t bases[] = {k4kVa,         k2mVa,
                                  k1gVa,         k1gVa + kRam - 64 * KiB,
                                  kUserVa,       kHomeVa + 64 * KiB,
@@ -262,7 +313,7 @@ TEST_P(KvmBackendTest, RandomizedDifferential) {
     }
   }
   EXPECT_GE(compared, 10000);
-  if (GetParam() == 4 || kvm_->stats().agent_requests > 0) {
+  if (levels() == 4 || kvm_->stats().agent_requests > 0) {
     EXPECT_GT(kvm_->stats().agent_requests, 10000u) << "the ImEE answered too little itself";
     EXPECT_EQ(kvm_->stats().vcpu_resets, 0u);
   }
@@ -289,7 +340,7 @@ TEST_P(KvmBackendTest, BatchReadsUseOneRunPerBatch) {
       EXPECT_EQ(a[i], b[i]) << i;
     }
   }
-  if (GetParam() == 4) {
+  if (levels() == 4) {
     EXPECT_EQ(kvm_->stats().runs - runs_before, 1u);
   }
 }
@@ -300,7 +351,7 @@ TEST_P(KvmBackendTest, BlindSpotReadsRelocateTheAgent) {
   // The home page read through its own VA, and a page-crossing read into it.
   expect_same_read(*kvm_, *soft_, as(), kHomeVa + 123, 1000);
   expect_same_read(*kvm_, *soft_, as(), kHomeVa - 0, 4096);
-  if (GetParam() == 5 && kvm_->stats().agent_requests == 0) return;  // software path only
+  if (levels() == 5 && kvm_->stats().agent_requests == 0) return;  // software path only
   EXPECT_GE(kvm_->stats().blind_spot_hits, 1u);
   EXPECT_GE(kvm_->stats().relocations, 1u);
   EXPECT_NE(kvm_->agent_home_gpa(), home_gpa);
@@ -356,8 +407,12 @@ TEST_P(KvmBackendTest, PollModeServesReadsFromAnotherThread) {
   expect_same_read(*kvm_, *soft_, as(), k2mVa + 17, 333);
 }
 
-INSTANTIATE_TEST_SUITE_P(Levels, KvmBackendTest, ::testing::Values(4, 5),
-                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+INSTANTIATE_TEST_SUITE_P(Levels, KvmBackendTest,
+                         ::testing::Combine(::testing::Values(4, 5), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::to_string(std::get<0>(info.param)) + "level_" +
+                                  (std::get<1>(info.param) ? "kernel" : "kvm");
+                         });
 
 TEST(KvmBackend, RefusesWritableTargetRam) {
   SKIP_WITHOUT_KVM();

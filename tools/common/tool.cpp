@@ -31,7 +31,9 @@ Profile:
   --kernel FILE      guest kernel image (vmlinuz, vmlinux) or raw BTF (/sys/kernel/btf/vmlinux)
   --symbols FILE     guest kallsyms dump or System.map
 Backend and output:
-  --backend NAME     soft, kvm or auto (default auto: kvm on a host with VT-x/AMD-V, else soft)
+  --backend NAME     soft, kvm, kernel or auto (default auto: on a host with VT-x/AMD-V the
+                     kernel backend if the patched kvm-intel is loaded and --pid is given,
+                     else kvm; soft without VT-x/AMD-V)
   --json             machine-readable output
   --stats            print run time and peak memory to stderr (own memory vs. mapped guest RAM)
   --help             this text
@@ -133,14 +135,17 @@ void print_stats(const Context& ctx, double seconds) {
   if (const auto* kvm = dynamic_cast<const KvmBackend*>(ctx.backend.get())) {
     const KvmBackend::Stats& s = kvm->stats();
     std::fprintf(stderr,
-                 "stats: kvm: %llu runs, %llu requests by the agent, %llu by software, %llu agent "
-                 "faults, %llu blind-spot hits, %llu relocations\n",
-                 static_cast<unsigned long long>(s.runs),
+                 "stats: %s: %llu runs, %llu requests by the agent, %llu by software, %llu agent "
+                 "faults, %llu blind-spot hits, %llu relocations, %llu VM exits, %llu ImEE "
+                 "faults\n",
+                 std::string(kvm->name()).c_str(), static_cast<unsigned long long>(s.runs),
                  static_cast<unsigned long long>(s.agent_requests),
                  static_cast<unsigned long long>(s.software_requests),
                  static_cast<unsigned long long>(s.agent_faults),
                  static_cast<unsigned long long>(s.blind_spot_hits),
-                 static_cast<unsigned long long>(s.relocations));
+                 static_cast<unsigned long long>(s.relocations),
+                 static_cast<unsigned long long>(s.vm_exits),
+                 static_cast<unsigned long long>(s.kernel_faults));
   }
 }
 

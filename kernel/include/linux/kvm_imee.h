@@ -1,15 +1,69 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * ImEE: the hooks KVM calls.  Everything else of ImEE stays in imee/.
+ *
+ * Target side (kvm_main.c): ioctl dispatch and the events after which a
+ * host page may no longer be the target's.  Shell side (vmx.c): the ImEE
+ * vCPU's EPT pointer, exception bitmap and exits.  Each hook costs one
+ * atomic_read while no ImEE exists.
  */
 #ifndef __LINUX_KVM_IMEE_H
 #define __LINUX_KVM_IMEE_H
 
+#include <linux/atomic.h>
 #include <linux/fs.h>
 #include <linux/imee.h>
+#include <linux/types.h>
+
+struct kvm;
+struct kvm_vcpu;
+
+extern atomic_t kvm_imee_count;	/* live ImEEs */
 
 /* kvm_dev_ioctl(): system ioctls on /dev/kvm (IMEE_LAUNCH). */
 long kvm_imee_dev_ioctl(struct file *filp, unsigned int ioctl,
 			unsigned long arg);
+
+/* The target's host mappings of [start, end) are going away. */
+void __kvm_imee_invalidate_hva(struct kvm *kvm, unsigned long start,
+			       unsigned long end);
+/* The target's memslots changed, or its mm is exiting. */
+void __kvm_imee_invalidate_all(struct kvm *kvm, bool mm_gone);
+
+static inline void kvm_imee_invalidate_hva(struct kvm *kvm,
+					   unsigned long start,
+					   unsigned long end)
+{
+	if (unlikely(atomic_read(&kvm_imee_count)))
+		__kvm_imee_invalidate_hva(kvm, start, end);
+}
+
+static inline void kvm_imee_invalidate_all(struct kvm *kvm, bool mm_gone)
+{
+	if (unlikely(atomic_read(&kvm_imee_count)))
+		__kvm_imee_invalidate_all(kvm, mm_gone);
+}
+
+/* Shell side: is @kvm the shell VM of an ImEE? */
+bool __kvm_imee_is_shell(struct kvm *kvm);
+
+static inline bool kvm_imee_is_shell(struct kvm *kvm)
+{
+	return unlikely(atomic_read(&kvm_imee_count)) &&
+	       __kvm_imee_is_shell(kvm);
+}
+
+/* The EPT pointer of a shell's vCPU: ImEE's own EPT, A/D flags off. */
+u64 kvm_imee_eptp(struct kvm_vcpu *vcpu, u64 kvm_eptp);
+
+/*
+ * Exits of a shell's vCPU.  Return 1 to resume the guest, 0 to end the
+ * activation (the fault is recorded), < 0 for an error.
+ */
+int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual,
+			   u64 gla);
+int kvm_imee_exception(struct kvm_vcpu *vcpu, u32 vector, bool has_error,
+		       u32 error_code, u64 cr2);
+int kvm_imee_unexpected_exit(struct kvm_vcpu *vcpu, u32 reason, u64 gpa);
 
 #endif /* __LINUX_KVM_IMEE_H */
