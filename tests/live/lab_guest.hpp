@@ -76,7 +76,7 @@ struct LabGuest {
   }
 
   std::string query(const std::string& command) const {
-    RunResult r = run(script() + " query " + dir + " " + command);
+    RunResult r = run(script() + " query " + dir + " '" + command + "'");
     if (r.status != 0) ADD_FAILURE() << "lab query '" << command << "' failed: " << r.err;
     return r.out;
   }

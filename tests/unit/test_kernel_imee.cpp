@@ -9,12 +9,17 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <initializer_list>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
 #include <random>
 #include <set>
 #include <vector>
@@ -97,6 +102,11 @@ struct Synthetic {
     guest = std::make_unique<GuestRam>(GuestRam::view(ram->bytes()));
   }
   AddressSpace space() const { return {builder.root(), PagingMode::k4Level, true}; }
+  std::uint64_t hash() const {  // FNV-1a over the whole RAM
+    std::uint64_t h = 1469598103934665603ull;
+    for (std::byte c : ram->bytes()) h = (h ^ std::to_integer<std::uint64_t>(c)) * 1099511628211ull;
+    return h;
+  }
 };
 
 class KernelImee : public ::testing::Test {
@@ -286,6 +296,206 @@ TEST_F(KernelImee, RandomArgumentsGetErrorsNotCrashes) {
   std::printf("random IMEE_LAUNCH: %d calls, %d launched, %d refused\n", calls, launched, refused);
 }
 
+// x86 machine code pieces for the flat-mode agents below.
+std::vector<std::uint8_t> le32(std::uint32_t v) {
+  return {static_cast<std::uint8_t>(v), static_cast<std::uint8_t>(v >> 8),
+          static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 24)};
+}
+std::vector<std::uint8_t> cat(std::initializer_list<std::vector<std::uint8_t>> parts) {
+  std::vector<std::uint8_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+// mov eax, [gpa]; mov [0x3000], eax; hlt
+std::vector<std::uint8_t> load_and_halt(std::uint32_t gpa) {
+  return cat({{0xa1}, le32(gpa), {0xa3}, le32(0x3000), {0xf4}});
+}
+
+// An ImEE whose agent is not ours but the test's: flat 32-bit protected mode without paging
+// (linear address = guest-physical address), code at shell GPA 0x1000, so each access goes
+// straight to the ImEE's EPT. The shell is `local` at GPA 0; agent_gpa is `agent_gpa`.
+class FlatAgent {
+ public:
+  FlatAgent(int kvm, int target_vm, std::byte* local, std::uint64_t local_bytes,
+            std::uint64_t agent_gpa)
+      : shell_(kvm, 1, 0, local, local_bytes, false), local_(local) {
+    imee_launch a{};
+    a.version = IMEE_VERSION;
+    a.vm_fd = target_vm;
+    a.shell_fd = shell_.vm.fd;
+    a.imee_fd = -1;
+    a.agent_gpa = agent_gpa;
+    a.agent_local_gpa = 0x2000;
+    imee_ = Fd(::ioctl(kvm, IMEE_LAUNCH, &a));
+    if (imee_.fd < 0) throw std::runtime_error(std::string("IMEE_LAUNCH: ") + std::strerror(errno));
+    kvm_sregs sregs{};
+    if (::ioctl(vcpu(), KVM_GET_SREGS, &sregs) != 0) throw std::runtime_error("KVM_GET_SREGS");
+    kvm_segment code{};
+    code.limit = 0xffffffff;
+    code.selector = 8;
+    code.type = 11;
+    code.present = code.s = code.db = code.g = 1;
+    kvm_segment data = code;
+    data.selector = 16;
+    data.type = 3;
+    sregs.cs = code;
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+    sregs.cr0 = 0x11;  // PE, ET: no paging
+    sregs.cr4 = sregs.efer = 0;
+    if (::ioctl(vcpu(), KVM_SET_SREGS, &sregs) != 0) throw std::runtime_error("KVM_SET_SREGS");
+  }
+
+  imee_activate run(const std::vector<std::uint8_t>& program) {
+    std::memcpy(local_ + 0x1000, program.data(), program.size());
+    kvm_regs regs{};
+    regs.rip = 0x1000;
+    regs.rflags = 2;
+    regs.rsp = 0x3000;
+    EXPECT_EQ(::ioctl(vcpu(), KVM_SET_REGS, &regs), 0);
+    imee_activate act{};
+    act.version = IMEE_VERSION;
+    act.mode = IMEE_ACTIVATE_BATCH;
+    EXPECT_EQ(::ioctl(imee_.fd, IMEE_ACTIVATE, &act), 0) << std::strerror(errno);
+    return act;
+  }
+  // The value load_and_halt() stored, or the fault kind | 0x10000000 if it stopped.
+  std::uint64_t load(std::uint32_t gpa) {
+    std::memset(local_ + 0x3000, 0xcc, 4);
+    const imee_activate r = run(load_and_halt(gpa));
+    if (r.status != IMEE_RESULT_DONE) return 0x10000000ull | r.fault_kind;
+    std::uint32_t v = 0;
+    std::memcpy(&v, local_ + 0x3000, 4);
+    return v;
+  }
+
+ private:
+  int vcpu() const { return shell_.vcpus[0].fd; }
+  Vm shell_;
+  Fd imee_;
+  std::byte* local_;
+};
+
+// A hostile agent: writing or executing target memory, reading the agent's own home page or
+// memory that is nobody's, and exceptions all stop the activation with their typed fault; the
+// target's RAM is unchanged; a plain read of target memory completes.
+TEST_F(KernelImee, HostileAgentIsStoppedByTheEpt) {
+  constexpr std::uint64_t kTargetGpa = 64 * MiB, kAgentGpa = kTargetGpa + 8192;
+  Vm target(kvm_.fd, 1, kTargetGpa, t_.ram->bytes().data(), t_.ram->bytes().size(), true);
+  FlatAgent agent(kvm_.fd, target.vm.fd, local_, kLocalBytes, kAgentGpa);
+  auto run = [&](const std::vector<std::uint8_t>& p) { return agent.run(p); };
+  const std::uint64_t hash = t_.hash();
+  const std::uint32_t target_data = kTargetGpa + kDataGpa + 64;
+
+  // a read of target memory completes
+  imee_activate r = run(load_and_halt(target_data));
+  EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_DONE)) << r.fault_kind;
+  std::uint32_t got = 0, want = 0;
+  std::memcpy(&got, local_ + 0x3000, 4);
+  std::memcpy(&want, t_.ram->bytes().data() + kDataGpa + 64, 4);
+  EXPECT_EQ(got, want);
+
+  struct Case {
+    const char* what;
+    std::vector<std::uint8_t> program;
+    std::uint32_t kind;
+    std::uint64_t addr;
+  };
+  const Case cases[] = {
+      // mov dword [target], 0xdeadbeef
+      {"write to target memory", cat({{0xc7, 0x05}, le32(target_data), le32(0xdeadbeef), {0xf4}}),
+       IMEE_FAULT_FORBIDDEN, target_data & ~0xfffull},
+      // mov eax, target; jmp eax
+      {"execute target memory", cat({{0xb8}, le32(kTargetGpa + kHomeGpa), {0xff, 0xe0}}),
+       IMEE_FAULT_FORBIDDEN, kTargetGpa + kHomeGpa},
+      // mov eax, [agent home]
+      {"read the agent's home", cat({{0xa1}, le32(kAgentGpa + 16), {0xf4}}), IMEE_FAULT_BLIND_SPOT,
+       kAgentGpa + 16},
+      // mov eax, [1 GiB]: nobody's memory
+      {"read memory that is nobody's", cat({{0xa1}, le32(1u << 30), {0xf4}}), IMEE_FAULT_NO_GPA,
+       1u << 30},
+      // ud2
+      {"an exception", {0x0f, 0x0b}, IMEE_FAULT_EXCEPTION, 0},
+  };
+  for (const Case& c : cases) {
+    r = run(c.program);
+    EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_FAULT)) << c.what;
+    EXPECT_EQ(r.fault_kind, c.kind) << c.what;
+    if (c.kind != IMEE_FAULT_EXCEPTION) {
+      EXPECT_EQ(r.fault_addr & ~0xfffull, c.addr & ~0xfffull) << c.what << std::hex << " 0x" << r.fault_addr;
+    } else {
+      EXPECT_EQ(r.fault_info & 0xff, 6u) << "#UD";
+    }
+  }
+  EXPECT_EQ(t_.hash(), hash) << "the target's RAM changed";
+
+  // An agent that never halts (jmp $) is interrupted by a signal, and the ImEE stays usable.
+  struct sigaction quiet {}, old {};
+  quiet.sa_handler = [](int) {};
+  ASSERT_EQ(::sigaction(SIGALRM, &quiet, &old), 0);
+  itimerval in50ms{};
+  in50ms.it_value.tv_usec = 50000;
+  ::setitimer(ITIMER_REAL, &in50ms, nullptr);
+  r = run({0xeb, 0xfe});
+  ::sigaction(SIGALRM, &old, nullptr);
+  EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_INTERRUPTED));
+  r = run(load_and_halt(target_data));
+  EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_DONE));
+}
+
+// The host changes what backs the target's memory while an ImEE is live: pages dropped
+// (madvise DONTNEED), replaced (mmap MAP_FIXED), merged by KSM... every read shows what the
+// target holds now, never a page it no longer owns; memslots deleted, moved and re-created are
+// followed too.
+TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
+  constexpr std::uint64_t kTargetGpa = 64 * MiB, kBytes = 4 * MiB, kPage = 4096;
+  auto* mem = static_cast<std::byte*>(::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE,
+                                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(mem, MAP_FAILED);
+  auto put = [&](std::uint64_t off, std::uint32_t v) { std::memcpy(mem + off, &v, 4); };
+  for (std::uint64_t off = 0; off < kBytes; off += kPage) put(off + 16, 0xa0000000u | off / kPage);
+  Vm target(kvm_.fd, 1, kTargetGpa, mem, kBytes, false);
+  FlatAgent agent(kvm_.fd, target.vm.fd, local_, kLocalBytes, kTargetGpa + kBytes - kPage);
+  const std::uint32_t at = kTargetGpa + 5 * kPage + 16;
+  constexpr std::uint64_t kNoGpa = 0x10000000ull | IMEE_FAULT_NO_GPA;
+
+  EXPECT_EQ(agent.load(at), 0xa0000005u);
+  ASSERT_EQ(::madvise(mem + 5 * kPage, kPage, MADV_DONTNEED), 0);
+  EXPECT_EQ(agent.load(at), 0u) << "the page the ImEE mapped was dropped: it reads zeros now";
+  put(5 * kPage + 16, 0xb0000005u);
+  EXPECT_EQ(agent.load(at), 0xb0000005u) << "a new page was faulted in";
+  void* again = ::mmap(mem, 2 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  ASSERT_EQ(again, static_cast<void*>(mem));
+  put(5 * kPage + 16, 0xc0000005u);
+  EXPECT_EQ(agent.load(at), 0xc0000005u) << "the VMM mapped new memory at the same address";
+  ASSERT_EQ(::mprotect(mem, 2 * MiB, PROT_NONE), 0);
+  EXPECT_EQ(agent.load(at), kNoGpa) << "the VMM's mapping allows no access";
+  ASSERT_EQ(::mprotect(mem, 2 * MiB, PROT_READ | PROT_WRITE), 0);
+  EXPECT_EQ(agent.load(at), 0xc0000005u);
+
+  // memslots: delete, re-create over other memory, move
+  auto slot = [&](std::uint64_t gpa, std::uint64_t size, void* host) {
+    kvm_userspace_memory_region r{};
+    r.guest_phys_addr = gpa;
+    r.memory_size = size;
+    r.userspace_addr = reinterpret_cast<std::uint64_t>(host);
+    return ::ioctl(target.vm.fd, KVM_SET_USER_MEMORY_REGION, &r);
+  };
+  ASSERT_EQ(slot(kTargetGpa, 0, mem), 0);
+  EXPECT_EQ(agent.load(at), kNoGpa) << "deleted memslot";
+  std::vector<std::byte> other_storage(kBytes + kPage);
+  auto* other = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<std::uintptr_t>(other_storage.data()) + kPage - 1) & ~(kPage - 1));
+  std::uint32_t d = 0xd0000005u;
+  std::memcpy(other + 5 * kPage + 16, &d, 4);
+  ASSERT_EQ(slot(kTargetGpa, kBytes, other), 0);
+  EXPECT_EQ(agent.load(at), 0xd0000005u) << "re-created over other memory";
+  ASSERT_EQ(slot(kTargetGpa, 0, other), 0);
+  ASSERT_EQ(slot(kTargetGpa + 16 * MiB, kBytes, other), 0);
+  EXPECT_EQ(agent.load(at), kNoGpa) << "moved away";
+  EXPECT_EQ(agent.load(at + 16 * MiB), 0xd0000005u) << "moved here";
+  ::munmap(mem, kBytes);
+}
+
 // The target's VMM exits mid-session: the next read fails with a clear error, nothing hangs.
 TEST_F(KernelImee, TargetExitEndsTheSessionCleanly) {
   int ready[2];
@@ -323,6 +533,94 @@ TEST_F(KernelImee, TargetExitEndsTheSessionCleanly) {
       EXPECT_NE(std::string(e.what()).find("gone"), std::string::npos) << e.what();
     }
   }
+}
+
+std::uint64_t meminfo_kb(const char* field) {
+  std::ifstream in("/proc/meminfo");
+  std::string name;
+  std::uint64_t kb = 0;
+  while (in >> name >> kb) {
+    if (name == std::string(field) + ":") return kb;
+    in.ignore(64, '\n');
+  }
+  return 0;
+}
+
+// Launch, use and close ImEEs many times (the fds in every order): kernel memory comes back.
+TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
+  const int cycles = std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 200;
+  auto cycle = [&](int i) {
+    auto s = std::make_unique<Vm>(kvm_.fd, 1, kLocalGpa, local_, kLocalBytes, false);
+    auto imee = std::make_unique<Fd>();
+    ASSERT_EQ(launch(args(target_->vm.fd, s->vm.fd), imee.get()), 0);
+    imee_activate a{};
+    a.version = IMEE_VERSION;
+    a.mode = IMEE_ACTIVATE_BATCH;
+    ASSERT_EQ(::ioctl(imee->fd, IMEE_ACTIVATE, &a), 0);  // runs until its first fault
+    switch (i % 3) {  // close order: ImEE then shell; shell then ImEE (still usable); scope end
+      case 0:
+        imee.reset();
+        s.reset();
+        break;
+      case 1:
+        s.reset();
+        ASSERT_EQ(::ioctl(imee->fd, IMEE_ACTIVATE, &a), 0) << "the ImEE keeps its shell";
+        imee.reset();
+        break;
+      default:
+        break;
+    }
+  };
+  for (int i = 0; i < 20; ++i) cycle(i);  // warm caches and slabs
+  const std::uint64_t slab = meminfo_kb("Slab"), avail = meminfo_kb("MemAvailable");
+  for (int i = 0; i < cycles; ++i) cycle(i);
+  const std::int64_t slab_growth = static_cast<std::int64_t>(meminfo_kb("Slab")) - static_cast<std::int64_t>(slab);
+  const std::int64_t avail_drop = static_cast<std::int64_t>(avail) - static_cast<std::int64_t>(meminfo_kb("MemAvailable"));
+  std::printf("%d launch/teardown cycles: Slab %+lld kB, MemAvailable %+lld kB\n", cycles,
+              static_cast<long long>(slab_growth), static_cast<long long>(-avail_drop));
+  RecordProperty("teardown_cycles", cycles);
+  // An ImEE holds a few pages (EPT tables, its struct, pins): a leak of even one page per cycle
+  // would show as cycles * 4 kB.
+  EXPECT_LT(slab_growth, cycles * 4 / 2 + 512);
+  EXPECT_LT(avail_drop, cycles * 4 / 2 + 2048);
+}
+
+// The tool dies while its ImEE is in guest mode (poll mode): the target is untouched and a new
+// ImEE on it works.
+TEST_F(KernelImee, ToolKilledMidPollLeavesTheTargetUsable) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    try {
+      KvmBackend imee(*t_.guest, t_.space(), kHomeVa,
+                      KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
+      imee.start_polling();
+      std::vector<std::byte> buf(64);
+      if (!imee.read(t_.space(), kDataVa, buf).ok()) _exit(2);
+      const char ok = 1;
+      if (::write(ready[1], &ok, 1) != 1) _exit(3);
+      ::pause();
+    } catch (...) {
+    }
+    _exit(1);
+  }
+  ::close(ready[1]);
+  char ok = 0;
+  ASSERT_EQ(::read(ready[0], &ok, 1), 1) << "the child's ImEE did not serve a read";
+  ::close(ready[0]);
+  ::usleep(20000);  // let the poll-mode agent spin
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status));
+
+  KvmBackend again(*t_.guest, t_.space(), kHomeVa, KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
+  std::vector<std::byte> got(512), want(512);
+  ASSERT_TRUE(again.read(t_.space(), kDataVa + 100, got).ok());
+  ASSERT_TRUE(SoftBackend(*t_.guest).read(t_.space(), kDataVa + 100, want).ok());
+  EXPECT_EQ(got, want);
 }
 
 // Poll mode: once the EPT holds the pages, reads cost the ImEE vCPU no VM exits. The exits that

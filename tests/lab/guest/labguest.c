@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -812,6 +813,67 @@ static void cmd_spawn(const char *arg)
     out("spawned %ld, %d extra processes in all\n", n, extras);
 }
 
+/*
+ * flip start | flip stop: the consistency experiment's guest side. A process "flipper" maps, at
+ * a high rate, a fresh anonymous page over FLIP_VA (mremap MREMAP_FIXED: the previous page is
+ * unmapped and freed) holding its generation g and FLIP_TAG ^ g, then stores g at FLIP_CTL_VA.
+ * An introspector that reads ctl, then FLIP_VA, then ctl again (g0, v, g1) must find
+ * g0 <= v <= g1 + 1 with a valid tag, or nothing mapped; anything else is a stale translation.
+ * Reply: "flip PID FLIP_VA FLIP_CTL_VA".
+ */
+#define FLIP_VA 0x7e0000000000UL
+#define FLIP_CTL_VA 0x7e0000001000UL /* next page: another slot of a 64-entry TLB */
+#define FLIP_TAG 0x50494c4645454d49ULL /* "IMEEFLIP" */
+static pid_t flipper;
+
+static void flipper_main(void)
+{
+    volatile uint64_t *ctl;
+
+    prctl(PR_SET_NAME, "flipper", 0, 0, 0);
+    ctl = mmap((void *)FLIP_CTL_VA, 4096, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (ctl == MAP_FAILED)
+        _exit(1);
+    for (uint64_t g = 1;; ++g) {
+        uint64_t *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            _exit(1);
+        p[0] = g;
+        p[1] = FLIP_TAG ^ g;
+        if (mremap(p, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)FLIP_VA) == MAP_FAILED)
+            _exit(1);
+        ctl[0] = g;
+    }
+}
+
+static void cmd_flip(const char *arg)
+{
+    if (arg && strcmp(arg, "stop") == 0) {
+        if (flipper > 0) {
+            kill(flipper, SIGKILL);
+            waitpid(flipper, NULL, 0);
+            flipper = 0;
+        }
+        out("flip stopped\n");
+        return;
+    }
+    if (!arg || strcmp(arg, "start") != 0) {
+        out("ERR flip start | flip stop\n");
+        return;
+    }
+    if (flipper <= 0) {
+        flipper = fork();
+        if (flipper < 0) {
+            out("ERR fork: %s\n", strerror(errno));
+            return;
+        }
+        if (flipper == 0)
+            flipper_main();
+    }
+    out("flip %d 0x%lx 0x%lx\n", (int)flipper, FLIP_VA, FLIP_CTL_VA);
+}
+
 static void handle(char *line)
 {
     char *arg = strchr(line, ' ');
@@ -836,8 +898,10 @@ static void handle(char *line)
         print_kinfo(&k, out_line);
     } else if (strcmp(line, "spawn") == 0) {
         cmd_spawn(arg);
+    } else if (strcmp(line, "flip") == 0) {
+        cmd_flip(arg);
     } else if (strcmp(line, "help") == 0) {
-        out("commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | spawn N | help\n");
+        out("commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | spawn N | flip start|stop | help\n");
     } else {
         out("ERR unknown command: %s\n", line);
     }

@@ -1,0 +1,131 @@
+// The consistency experiment (the seed's slide 5), live: inside the guest a process remaps one
+// page of its address space as fast as it can, each time to a fresh page holding a new
+// generation number, and publishes the generation it mapped (labguest "flip"). The introspector
+// samples the control word, the flipping page, the control word again, through each backend.
+// A consistent backend never returns a generation the guest was not holding during the sample;
+// a software walk that caches translations (soft+tlb, as LibVMI does by default) must be caught
+// returning stale ones, or the experiment proves nothing.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <sstream>
+
+#include "../../tools/bench/cached_translation.hpp"
+#include "imee/kvm_backend.hpp"
+#include "imee/linux.hpp"
+#include "imee/session.hpp"
+#include "imee/soft_backend.hpp"
+#include "imee/target.hpp"
+#include "lab_guest.hpp"
+
+namespace imee::test {
+namespace {
+
+constexpr std::uint64_t kFlipTag = 0x50494c4645454d49ull;  // tests/lab/guest/labguest.c
+
+struct Observed {
+  std::uint64_t samples = 0, valid = 0, unmapped = 0, stale = 0, transitions = 0;
+  double seconds = 0;
+};
+
+// Samples (ctl, page, ctl) through `backend` for `seconds`.
+Observed sample(MemoryBackend& backend, const AddressSpace& space, std::uint64_t page_va,
+                std::uint64_t ctl_va, double seconds) {
+  Observed o;
+  std::uint64_t last = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (o.seconds >= seconds) break;
+    std::uint64_t g0 = 0, g1 = 0, v[2] = {};
+    const bool ok0 = backend.read(space, ctl_va, std::as_writable_bytes(std::span(&g0, 1))).ok();
+    const Status page = backend.read(space, page_va, std::as_writable_bytes(std::span(v)));
+    const bool ok1 = backend.read(space, ctl_va, std::as_writable_bytes(std::span(&g1, 1))).ok();
+    if (!ok0 || !ok1) {
+      ADD_FAILURE() << "the control page is always mapped";
+      return o;
+    }
+    ++o.samples;
+    if (!page.ok()) {
+      ++o.unmapped;  // between mremap's unmap and its move: nothing is mapped there
+    } else if (v[1] == (kFlipTag ^ v[0]) && g0 <= v[0] && v[0] <= g1 + 1) {
+      ++o.valid;
+      if (v[0] != last) ++o.transitions;
+      last = v[0];
+    } else {
+      ++o.stale;
+    }
+  }
+  return o;
+}
+
+class LiveConsistency : public ::testing::TestWithParam<int> {};
+
+TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
+  const LabGuest g = LabGuest::get(GetParam());
+  std::istringstream reply(g.query("flip start"));
+  std::string word;
+  int pid = 0;
+  std::uint64_t page_va = 0, ctl_va = 0;
+  reply >> word >> pid >> std::hex >> page_va >> ctl_va;
+  ASSERT_EQ(word, "flip") << reply.str();
+  struct Stop {
+    const LabGuest& g;
+    ~Stop() { g.query("flip stop"); }
+  } stop{g};
+
+  const Target target = Target::open({.ram_path = g.ram()});
+  SoftBackend soft(target.ram());
+  Session session(soft, LinuxProfile::build(LabGuest::kernel(), g.kallsyms()));
+  std::optional<AddressSpace> space;
+  for (const Task& t : read_tasks(session))
+    if (t.pid == pid)
+      space = session.user_space(session.pointer(t.mm + session.profile().layout.mm_pgd).value());
+  ASSERT_TRUE(space) << "flipper pid " << pid << " not on the task list";
+
+  bench::CachedTranslationBackend cached(target.ram());
+  std::unique_ptr<KvmBackend> imee;
+  std::string why;
+  if (KvmBackend::available(&why, LabGuest::imee_backend() == "kernel")) {
+    const std::uint64_t home = session.symbol("entry_SYSCALL_64");
+    imee = LabGuest::imee_backend() == "kernel"
+               ? std::make_unique<KvmBackend>(
+                     target.ram(), session.kernel_space(), home,
+                     KvmBackend::KernelTarget{.qemu_pid = std::stoi(g.qemu_pid())})
+               : std::make_unique<KvmBackend>(target.ram(), session.kernel_space(), home);
+  } else if (LabGuest::must_run()) {
+    FAIL() << why;
+  }
+
+  const double seconds = std::stod(env_or("IMEE_CONSISTENCY_SECONDS", "2"));
+  std::vector<std::pair<std::string, MemoryBackend*>> backends{{"soft", &soft},
+                                                               {"soft+tlb", &cached}};
+  if (imee) backends.emplace_back(std::string(imee->name()), imee.get());
+  for (auto& [name, backend] : backends) {
+    const Observed o = sample(*backend, *space, page_va, ctl_va, seconds);
+    if (backend == imee.get() && imee->stats().agent_requests == 0)
+      name += "(sw)";  // this KVM cannot run the guest's paging mode: software fallback
+    std::printf(
+        "%-9s %7llu samples in %.1f s: %7llu valid, %5llu unmapped, %7llu STALE; %.0f guest "
+        "transitions observed per second\n",
+        name.c_str(), static_cast<unsigned long long>(o.samples), o.seconds,
+        static_cast<unsigned long long>(o.valid), static_cast<unsigned long long>(o.unmapped),
+        static_cast<unsigned long long>(o.stale), o.transitions / o.seconds);
+    RecordProperty(name + "_samples", static_cast<int>(o.samples));
+    RecordProperty(name + "_stale", static_cast<int>(o.stale));
+    RecordProperty(name + "_transitions", static_cast<int>(o.transitions));
+    if (name == "soft+tlb") {
+      EXPECT_GT(o.stale, 0u) << "a caching walker must be caught, or the experiment proves nothing";
+    } else {
+      EXPECT_EQ(o.stale, 0u) << name << " returned a value the guest was not holding";
+      EXPECT_GE(o.transitions, 2u) << name << ": the guest must have been seen moving";
+    }
+  }
+  if (!imee) std::printf("(no ImEE backend on this machine: %s)\n", why.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Guests, LiveConsistency, ::testing::ValuesIn(LabGuest::all_levels()),
+                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+
+}  // namespace
+}  // namespace imee::test
