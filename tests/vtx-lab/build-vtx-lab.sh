@@ -16,8 +16,16 @@
 #                     else from the stock package.
 #   VTX_TESTS_DIR     directory copied to /tests in L1; its run.sh is the test run after L2 is
 #                     ready (default: tests/vtx-lab/l1/tests)
+#   VTX_BINARIES      space-separated absolute paths of host executables, copied to /opt/imee/bin/
+#                     in L1 (debug info stripped) with every shared library ldd names (at their
+#                     host paths)
+#   VTX_DATA_FILES    space-separated files copied to /opt/imee/share/ in L1
 #   VTX_LAB_BUILD_DIR where tests/lab/build-lab.sh builds (default: OUTDIR/lab)
-#   VTX_L1_MEM        L1 RAM in MiB (default 512)   VTX_L2_MEM  L2 RAM in MiB (default 128)
+#   VTX_L1_MEM        L1 RAM in MiB (default 768)   VTX_L2_MEM  L2 RAM in MiB (default 128)
+#   VTX_L2_COUNT      L2 guests: 2 (default; the second one is L2B, in /run/l2b) or 1
+#   VTX_L2B_MODE      how L2B comes up: "clone" (default: a live copy of L2 made once L2 is ready,
+#                     ~1 min of wall time) or "boot" (its own boot, ~4 min; own KASLR slide)
+#   VTX_L2B_MEM       L2B RAM in MiB in boot mode (default 96; a clone has L2's size)
 #   VTX_L2_TIMEOUT    L1 waits this many L1-seconds for "LAB READY" from L2 (default 400)
 #   VTX_L1_APPEND     extra L1 kernel command-line words
 #   VTX_L1_QUIET      L1 kernel log level word (default "quiet": every console line costs ~5 ms of
@@ -39,8 +47,21 @@ OUT=$(cd "$1" && pwd)
 CACHE=$OUT/cache
 LABDIR=${VTX_LAB_BUILD_DIR:-$OUT/lab}
 TESTS_DIR=${VTX_TESTS_DIR:-$HERE/l1/tests}
-L1_MEM=${VTX_L1_MEM:-512}
+L1_MEM=${VTX_L1_MEM:-768}
 L2_MEM=${VTX_L2_MEM:-128}
+L2_COUNT=${VTX_L2_COUNT:-2}
+L2B_MODE=${VTX_L2B_MODE:-clone}
+L2B_MEM=${VTX_L2B_MEM:-96}
+BINARIES=${VTX_BINARIES:-}
+DATA_FILES=${VTX_DATA_FILES:-}
+case $L2_COUNT in 1|2) ;; *) die "VTX_L2_COUNT must be 1 or 2" ;; esac
+case $L2B_MODE in clone|boot) ;; *) die "VTX_L2B_MODE must be clone or boot" ;; esac
+[ "$L2B_MODE" = boot ] || L2B_MEM=$L2_MEM
+for f in $BINARIES; do
+    case $f in /*) ;; *) die "VTX_BINARIES: $f is not an absolute path" ;; esac
+    [ -f "$f" ] && [ -x "$f" ] || die "VTX_BINARIES: $f is not an executable file"
+done
+for f in $DATA_FILES; do [ -f "$f" ] || die "VTX_DATA_FILES: no file $f"; done
 L2_TIMEOUT=${VTX_L2_TIMEOUT:-400}
 mkdir -p "$CACHE" "$LABDIR"
 
@@ -103,6 +124,25 @@ for ko in "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko"; do
     [ "$vm" = "$KVER" ] || die "$ko: vermagic '$vm' does not match the L1 kernel $KVER"
 done
 
+# ---------------------------------------------------------------- L2's kallsyms (cached per kernel build)
+# L1 cannot fetch L2's kallsyms over the channel: it moves ~1 KB per wall second (every byte is a
+# nested exit), and kallsyms is 3.9 MB. A kallsyms of the same kernel build from any boot serves
+# the tools (they use symbols as offsets from _text), so boot the lab guest once on the host
+# under TCG (~20 s) and keep its kallsyms. It goes to /l2/kallsyms in L1.
+KALLSYMS=$CACHE/$KPKG-kallsyms-$(md5sum < "$LABDIR/vmlinuz" | cut -c1-12)
+if [ ! -s "$KALLSYMS" ]; then
+    say "booting the lab guest on the host once for its kallsyms"
+    run=$CACHE/.kallsyms-run
+    "$REPO/tests/lab/lab.sh" stop "$run" >/dev/null 2>&1 || true
+    LAB_BUILD_DIR=$LABDIR "$REPO/tests/lab/lab.sh" start "$run" --levels 4 --mem 256M >&2 ||
+        die "lab guest on the host did not come up (for its kallsyms)"
+    cp "$run/kallsyms" "$KALLSYMS.tmp"
+    "$REPO/tests/lab/lab.sh" stop "$run" >&2 || true
+    rm -rf "$run"
+    grep -q ' T _text$' "$KALLSYMS.tmp" || die "kallsyms of the host boot has no _text"
+    mv "$KALLSYMS.tmp" "$KALLSYMS"
+fi
+
 # ---------------------------------------------------------------- static labctl (L1 talks to L2's channel)
 stale() { local t=$1; shift; [ -e "$t" ] || return 0; local s; for s; do [ "$s" -nt "$t" ] && return 0; done; return 1; }
 if stale "$OUT/labctl.static" "$REPO/tests/lab/host/labctl.c"; then
@@ -113,10 +153,27 @@ fi
 # ---------------------------------------------------------------- L1 initramfs
 QEMU=/usr/bin/qemu-system-x86_64
 inputs=("$0" "$HERE/l1/init" "$LABDIR/vmlinuz" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
-        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$QEMU" /bin/busybox)
+        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$QEMU" /bin/busybox "$KALLSYMS")
+# shellcheck disable=SC2206  # space-separated lists by design
+inputs+=($BINARIES $DATA_FILES)
 while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type f -print0)
 [ -f "$TESTS_DIR/run.sh" ] || die "$TESTS_DIR/run.sh missing"
-conf="L2_MEM=$L2_MEM L2_TIMEOUT=$L2_TIMEOUT MODDIR=$MODDIR TESTS=$TESTS_DIR"
+# any change here forces a rebuild even when no input file is newer (e.g. a binary dropped)
+conf="L2_MEM=$L2_MEM L2_TIMEOUT=$L2_TIMEOUT L2_COUNT=$L2_COUNT L2B_MODE=$L2B_MODE L2B_MEM=$L2B_MEM"
+conf+=" MODDIR=$MODDIR TESTS=$TESTS_DIR KALLSYMS=$KALLSYMS BINARIES=$BINARIES DATA=$DATA_FILES"
+
+# copy_libs BIN STAGE: every shared library ldd names for BIN, at its host path under STAGE
+# (the dynamic loader then finds them as on the host)
+copy_libs() {
+    local deps
+    deps=$(ldd "$1" 2>&1) || return 0   # "not a dynamic executable": nothing to copy
+    ! grep -q 'not found' <<<"$deps" || die "$1: missing libraries: $(grep 'not found' <<<"$deps" | tr -s '\t\n' '  ')"
+    awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }' <<<"$deps" | sort -u | while read -r lib; do
+        [ -e "$2$lib" ] && continue
+        mkdir -p "$2$(dirname "$lib")"
+        cp -L "$lib" "$2$lib"
+    done
+}
 [ "$(cat "$OUT/.initramfs.conf" 2>/dev/null)" = "$conf" ] || rm -f "$OUT/l1-initramfs.cpio.zst"
 
 if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
@@ -134,25 +191,36 @@ if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
     cp "$IRQBYPASS" "$S/lib/modules/kvm/01-irqbypass.ko"
     cp "$MODDIR/kvm.ko" "$S/lib/modules/kvm/02-kvm.ko"
     cp "$MODDIR/kvm-intel.ko" "$S/lib/modules/kvm/03-kvm-intel.ko"
-    # QEMU + its shared libraries at their host paths (the dynamic loader finds them as on the host)
+    # QEMU + its shared libraries at their host paths
     cp "$QEMU" "$S/usr/bin/"
-    ldd "$QEMU" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }' | sort -u | while read -r lib; do
-        mkdir -p "$S$(dirname "$lib")"
-        cp -L "$lib" "$S$lib"
-    done
+    copy_libs "$QEMU" "$S"
     [ -e "$S/lib64/ld-linux-x86-64.so.2" ] || die "dynamic loader not copied"
+    # the binaries under test (VTX_BINARIES) + their libraries, data files (VTX_DATA_FILES)
+    mkdir -p "$S/opt/imee/bin" "$S/opt/imee/share"
+    for f in $BINARIES; do
+        [ ! -e "$S/opt/imee/bin/$(basename "$f")" ] || die "VTX_BINARIES: two files named $(basename "$f")"
+        # without debug info: a RelWithDebInfo tool is 9 MB, 0.5 MB stripped, and every MB of
+        # initramfs costs L1 boot time
+        strip --strip-debug -o "$S/opt/imee/bin/$(basename "$f")" "$f" 2>/dev/null || cp -L "$f" "$S/opt/imee/bin/"
+        copy_libs "$f" "$S"
+    done
+    for f in $DATA_FILES; do cp -L "$f" "$S/opt/imee/share/"; done
     # firmware: microvm's bios is qboot; -kernel adds the linuxboot_dma option ROM. QEMU finds
     # them in /usr/bin/../share/qemu as on the host.
     cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin "$S/usr/share/qemu/"
     # L2 = the lab guest
     cp "$LABDIR/vmlinuz" "$S/l2/vmlinuz"
     cp "$LABDIR/initramfs.cpio.gz" "$S/l2/initramfs.cpio.gz"
+    cp "$KALLSYMS" "$S/l2/kallsyms"
     cp "$OUT/labctl.static" "$S/bin/labctl"
     cp -r "$TESTS_DIR"/. "$S/tests/"
     chmod -R a+rX "$S/tests"
     cat > "$S/etc/vtx-lab.conf" <<EOF
 L2_MEM=$L2_MEM
 L2_TIMEOUT=$L2_TIMEOUT
+L2_COUNT=$L2_COUNT
+L2B_MODE=$L2B_MODE
+L2B_MEM=$L2B_MEM
 KVER=$KVER
 MODULES_FROM='$MODDIR'
 EOF
