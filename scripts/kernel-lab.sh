@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# kernel-lab.sh [BUILD_DIR] -- the kernel-path tests. The host has no VT-x, so our kvm-intel only
+# runs in the VT-x lab (tests/vtx-lab: Bochs emulates VT-x + EPT): this builds our kvm.ko +
+# kvm-intel.ko, builds the lab with them, the tools and tests/kernel's imee_kernel_tests (if built)
+# copied into L1, boots it and runs tests/vtx-lab/l1/tests/run.sh in L1 against two L2 guests.
+# Prints one summary line; exit 0 only on "VTX-LAB RESULT: PASS" (FAIL, timeout: 1).
+#
+#   BUILD_DIR            CMake build directory with the tools (argument, or IMEE_BUILD_DIR,
+#                        default build/); built here first (nothing to do when it is up to date)
+#   KERNEL_LAB_DIR       the lab's output directory (default build/vtx-lab)
+#   VTX_TIMEOUT          wall seconds for the Bochs run (default 1200; a run takes ~11 min)
+#   VTX_*                other knobs of tests/vtx-lab/build-vtx-lab.sh and run-vtx-lab.sh
+set -uo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${1:-${IMEE_BUILD_DIR:-$repo/build}}
+lab=${KERNEL_LAB_DIR:-$repo/build/vtx-lab}
+export VTX_TIMEOUT=${VTX_TIMEOUT:-1200}
+
+start=$(date +%s)
+phase_start=$start
+times=()
+phase_done() {  # phase_done NAME: record the wall time since the previous phase
+  local now
+  now=$(date +%s)
+  times+=("$1 $((now - phase_start))s")
+  phase_start=$now
+}
+finish() {  # finish PASS|FAIL [WHY]: the summary line, and the exit status
+  local phases
+  phases=$(printf '%s, ' "${times[@]}")
+  echo "kernel-lab.sh: $1${2:+ ($2)}; ${phases}total $(($(date +%s) - start))s wall"
+  [[ $1 == PASS ]]
+  exit $?
+}
+
+echo "kernel-lab.sh: build tools ($build)"
+{ "$repo/scripts/install-deps.sh" && BUILD_DIR=$build "$repo/scripts/build.sh"; } || finish FAIL "tools build failed"
+bins=()
+for t in pidlist pslist credlist syscalldmp; do
+  [[ -x $build/tools/$t ]] || finish FAIL "no $build/tools/$t"
+  bins+=("$build/tools/$t")
+done
+if [[ -x $build/tests/kernel/imee_kernel_tests ]]; then
+  bins+=("$build/tests/kernel/imee_kernel_tests")
+else
+  echo "kernel-lab.sh: no $build/tests/kernel/imee_kernel_tests (not built yet), L1 runs the default checks only"
+fi
+phase_done tools
+
+echo "kernel-lab.sh: build kvm modules"
+# default output: build/kvm-modules/<kernel release>; the last lines name the modules
+modout=$("$repo/scripts/build-kvm-modules.sh") || finish FAIL "kvm module build failed"
+echo "$modout"
+moddir=$(dirname "$(grep '/kvm-intel\.ko$' <<<"$modout" | tail -n1)")
+[[ -s $moddir/kvm-intel.ko ]] || finish FAIL "kvm module build named no kvm-intel.ko"
+phase_done modules
+
+echo "kernel-lab.sh: build the VT-x lab ($lab)"
+KVM_MODULES_DIR=$moddir VTX_TESTS_DIR=$repo/tests/vtx-lab/l1/tests VTX_BINARIES="${bins[*]}" \
+  "$repo/tests/vtx-lab/build-vtx-lab.sh" "$lab" || finish FAIL "lab build failed"
+phase_done lab-build
+
+echo "kernel-lab.sh: run it (Bochs, timeout ${VTX_TIMEOUT}s)"
+"$repo/tests/vtx-lab/run-vtx-lab.sh" "$lab" 2>&1 | tee "$lab/run.log"
+rc=${PIPESTATUS[0]}
+phase_done run
+[[ $rc -eq 0 ]] && finish PASS
+# run-vtx-lab.sh's last word: "VTX-LAB RESULT: FAIL <why>", "timeout after Ns", "kernel panic in L1"...
+why=$(sed -n 's/^run-vtx-lab\.sh: [0-9]*s wall: //p' "$lab/run.log" | tail -n1)
+finish FAIL "${why:-run-vtx-lab.sh exit $rc}; see $lab/com1.log"
