@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: boots the lab guests (4- and 5-level paging) and runs imee-bench on each, then grows
-# the 5-level guest's task list past 1,000 tasks and runs it again. Prints tables; JSON goes to
-# BENCH_OUT (default build/bench/). Numbers are this machine's only: compare ratios within a run.
+# the 5-level guest's task list past 1,000 tasks and runs it again, then the consistency
+# experiment. Prints tables; JSON goes to BENCH_OUT (default build/bench/). Numbers are this
+# machine's only: compare ratios within a run.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build}
@@ -29,3 +30,12 @@ bench l4 4-level
 bench l5 5-level
 "$lab" query "$out/l5" "spawn 1000"
 bench l5 5-level-1000-tasks
+
+# The consistency experiment, longer than in the test suite: a guest process remaps one page to a
+# fresh one as fast as it can; each backend samples it; stale values and transitions seen per second.
+echo "== consistency (${CONSISTENCY_SECONDS:-10} s per backend and guest)"
+for levels in 4 5; do
+  IMEE_LAB_ROOT=$out IMEE_CONSISTENCY_SECONDS=${CONSISTENCY_SECONDS:-10} \
+    "$build/tests/imee_live_tests" --gtest_filter="Guests/LiveConsistency.*/${levels}level" |
+    grep -E "samples in|OK|FAILED" | sed "s/^/${levels}-level: /"
+done

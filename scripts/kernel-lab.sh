@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # kernel-lab.sh [BUILD_DIR] -- the kernel-path tests. The host has no VT-x, so our kvm-intel only
 # runs in the VT-x lab (tests/vtx-lab: Bochs emulates VT-x + EPT): this builds our kvm.ko +
-# kvm-intel.ko, builds the lab with them, the tools and tests/kernel's imee_kernel_tests (if built)
-# copied into L1, boots it and runs tests/vtx-lab/l1/tests/run.sh in L1 against two L2 guests.
+# kvm-intel.ko, builds the lab with them, the tools and the test binaries (imee_unit_tests,
+# imee_live_tests) copied into L1, boots it and runs tests/vtx-lab/l1/tests/run.sh in L1 against
+# two L2 guests.
 # Prints one summary line; exit 0 only on "VTX-LAB RESULT: PASS" (FAIL, timeout: 1).
 #
 #   BUILD_DIR            CMake build directory with the tools (argument, or IMEE_BUILD_DIR,
 #                        default build/); built here first (nothing to do when it is up to date)
 #   KERNEL_LAB_DIR       the lab's output directory (default build/vtx-lab)
-#   VTX_TIMEOUT          wall seconds for the Bochs run (default 1200; a run takes ~11 min)
+#   VTX_TIMEOUT          wall seconds for the Bochs run (default 2700)
 #   VTX_*                other knobs of tests/vtx-lab/build-vtx-lab.sh and run-vtx-lab.sh
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-${IMEE_BUILD_DIR:-$repo/build}}
 lab=${KERNEL_LAB_DIR:-$repo/build/vtx-lab}
-export VTX_TIMEOUT=${VTX_TIMEOUT:-1200}
+export VTX_TIMEOUT=${VTX_TIMEOUT:-2700}
 
 start=$(date +%s)
 phase_start=$start
@@ -36,15 +37,10 @@ finish() {  # finish PASS|FAIL [WHY]: the summary line, and the exit status
 echo "kernel-lab.sh: build tools ($build)"
 { "$repo/scripts/install-deps.sh" && BUILD_DIR=$build "$repo/scripts/build.sh"; } || finish FAIL "tools build failed"
 bins=()
-for t in pidlist pslist credlist syscalldmp; do
-  [[ -x $build/tools/$t ]] || finish FAIL "no $build/tools/$t"
-  bins+=("$build/tools/$t")
+for b in tools/pidlist tools/pslist tools/credlist tools/syscalldmp tests/imee_unit_tests tests/imee_live_tests; do
+  [[ -x $build/$b ]] || finish FAIL "no $build/$b"
+  bins+=("$build/$b")
 done
-if [[ -x $build/tests/kernel/imee_kernel_tests ]]; then
-  bins+=("$build/tests/kernel/imee_kernel_tests")
-else
-  echo "kernel-lab.sh: no $build/tests/kernel/imee_kernel_tests (not built yet), L1 runs the default checks only"
-fi
 phase_done tools
 
 echo "kernel-lab.sh: build kvm modules"

@@ -73,8 +73,17 @@ struct imee {
 	struct xarray pins;		/* shell gfn -> pinned page */
 	struct task_struct *runner;	/* task in kvm_arch_vcpu_ioctl_run */
 	struct imee_fault fault;	/* of the current activation */
+	u64 last_gfn;			/* EPT violations in a row on it */
+	unsigned int repeats;
 	bool exceptions_intercepted;
 };
+
+/*
+ * EPT violations in a row on one GFN before the activation is ended: a
+ * mapping that does not satisfy the access (a CPU or emulator quirk) must
+ * not loop forever.  Races with invalidations retry a few times at most.
+ */
+#define IMEE_MAX_REPEATS	1000
 
 static bool imee_user_slot(const struct kvm_memory_slot *slot)
 {
@@ -105,6 +114,25 @@ static bool imee_involves(struct kvm *kvm)
 		if (imee->shell == kvm || imee->target == kvm)
 			return true;
 	return false;
+}
+
+/*
+ * Under imee_list_lock: @shell is already part of an ImEE, or @target is an
+ * ImEE's shell (an ImEE of an ImEE is not supported).
+ */
+static bool __imee_busy(struct kvm *shell, struct kvm *target)
+{
+	return imee_involves(shell) || imee_of_shell(target);
+}
+
+static bool imee_busy(struct kvm *shell, struct kvm *target)
+{
+	bool busy;
+
+	spin_lock(&imee_list_lock);
+	busy = __imee_busy(shell, target);
+	spin_unlock(&imee_list_lock);
+	return busy;
 }
 
 bool __kvm_imee_is_shell(struct kvm *kvm)
@@ -284,6 +312,14 @@ int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual, u64 gla)
 		gla = 0;
 	if (gfn > IMEE_EPT_MAX_GFN)
 		return imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gpa, gla);
+	if (gfn != imee->last_gfn) {
+		imee->last_gfn = gfn;
+		imee->repeats = 0;
+	} else if (++imee->repeats > IMEE_MAX_REPEATS) {
+		pr_warn_ratelimited("EPT violations repeat at GPA 0x%llx (qualification 0x%llx)\n",
+				    gpa, qual);
+		return imee_stop(imee, IMEE_FAULT_EXIT, EXIT_REASON_EPT_VIOLATION, gpa, gla);
+	}
 
 	switch (imee_classify(imee_region_of(imee, gfn), qual)) {
 	case IMEE_MAP_LOCAL:
@@ -518,9 +554,12 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 		imee->exceptions_intercepted = true;
 	}
 	memset(&imee->fault, 0, sizeof(imee->fault));
+	imee->last_gfn = ~0ULL;
 	WRITE_ONCE(imee->runner, current);
 	exits = vcpu->stat.exits;
+	vcpu->wants_to_run = true;	/* as KVM_RUN sets it */
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
+	vcpu->wants_to_run = false;
 	arg.exits = vcpu->stat.exits - exits;
 	WRITE_ONCE(imee->runner, NULL);
 	mutex_unlock(&vcpu->mutex);
@@ -690,7 +729,8 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 		goto put_shell;
 	vcpu = kvm_get_vcpu(shell, 0);
 	r = -EBUSY;	/* a vCPU that ran has KVM's EPT and state in use */
-	if (!vcpu || READ_ONCE(vcpu->arch.last_vmentry_cpu) != -1)
+	if (!vcpu || READ_ONCE(vcpu->arch.last_vmentry_cpu) != -1 ||
+	    imee_busy(shell, target))
 		goto put_shell;
 	r = imee_check_layout(shell, target, gpa_to_gfn(arg->agent_gpa),
 			      gpa_to_gfn(arg->agent_local_gpa));
@@ -713,7 +753,7 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 	}
 
 	spin_lock(&imee_list_lock);
-	if (imee_involves(shell) || imee_of_shell(target)) {
+	if (__imee_busy(shell, target)) {
 		spin_unlock(&imee_list_lock);
 		imee_free(imee);
 		return -EBUSY;
@@ -751,7 +791,6 @@ static long imee_retarget(const struct imee_launch *arg, struct kvm *target)
 	struct fd f = fdget(arg->imee_fd);
 	struct imee *imee;
 	struct kvm *old;
-	bool busy;
 	int r;
 
 	if (!f.file)
@@ -763,11 +802,8 @@ static long imee_retarget(const struct imee_launch *arg, struct kvm *target)
 	r = -EINVAL;
 	if (target == imee->shell)
 		goto out;
-	spin_lock(&imee_list_lock);
-	busy = imee_of_shell(target);
-	spin_unlock(&imee_list_lock);
 	r = -EBUSY;
-	if (busy)
+	if (imee_busy(NULL, target))
 		goto out;
 	r = imee_check_layout(imee->shell, target, gpa_to_gfn(arg->agent_gpa),
 			      gpa_to_gfn(arg->agent_local_gpa));

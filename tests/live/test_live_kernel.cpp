@@ -41,7 +41,9 @@ struct Pause {
   std::string dir;
 };
 
-// The ImEE reads `g` as the software walk does: the task list (pid, comm) and kernel bytes.
+// The ImEE reads `g` as the software walk does: the task list (pid, comm) and kernel bytes. The
+// lab's second guest is a live clone of the first with three more tasks, so the task lists tell
+// which guest was read.
 void expect_reads_like_soft(KvmBackend& imee, Guest& g) {
   Session through(imee, g.session.profile(), g.session.kernel());
   std::vector<std::pair<int, std::string>> want, got;
@@ -69,7 +71,6 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
     GTEST_SKIP() << "needs two guests under the patched kvm-intel (IMEE_LAB_SECOND)";
   }
   Guest a(LabGuest::get(4)), b(LabGuest{second, 4});
-  ASSERT_NE(a.session.kernel().text_va, b.session.kernel().text_va) << "two boots, two KASLR slides";
   Pause pa(a.lab), pb(b.lab);
 
   using Clock = std::chrono::steady_clock;

@@ -306,14 +306,19 @@ std::vector<std::uint8_t> cat(std::initializer_list<std::vector<std::uint8_t>> p
   for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
   return out;
 }
+// mov eax, [addr] (64-bit mode: ModRM + SIB, absolute disp32)
+std::vector<std::uint8_t> load(std::uint32_t addr) {
+  return cat({{0x8b, 0x04, 0x25}, le32(addr)});
+}
 // mov eax, [gpa]; mov [0x3000], eax; hlt
 std::vector<std::uint8_t> load_and_halt(std::uint32_t gpa) {
-  return cat({{0xa1}, le32(gpa), {0xa3}, le32(0x3000), {0xf4}});
+  return cat({load(gpa), {0x89, 0x04, 0x25}, le32(0x3000), {0xf4}});
 }
 
-// An ImEE whose agent is not ours but the test's: flat 32-bit protected mode without paging
-// (linear address = guest-physical address), code at shell GPA 0x1000, so each access goes
-// straight to the ImEE's EPT. The shell is `local` at GPA 0; agent_gpa is `agent_gpa`.
+// An ImEE whose agent is not ours but the test's: 64-bit mode over identity page tables for the
+// first 4 GiB (linear address = guest-physical address), code at shell GPA 0x1000, so each
+// access goes straight to the ImEE's EPT. The shell is `local` at GPA 0 (code 0x1000, agent page
+// 0x2000, output and stack 0x3000, page tables 0x4000-0x9fff); agent_gpa is `agent_gpa`.
 class FlatAgent {
  public:
   FlatAgent(int kvm, int target_vm, std::byte* local, std::uint64_t local_bytes,
@@ -328,20 +333,33 @@ class FlatAgent {
     a.agent_local_gpa = 0x2000;
     imee_ = Fd(::ioctl(kvm, IMEE_LAUNCH, &a));
     if (imee_.fd < 0) throw std::runtime_error(std::string("IMEE_LAUNCH: ") + std::strerror(errno));
+    auto* table = reinterpret_cast<std::uint64_t*>(local);
+    constexpr std::uint64_t kPresentWritable = 3, kAccessed = 1 << 5, kDirty = 1 << 6, kLarge = 1 << 7;
+    table[0x4000 / 8] = 0x5000 | kPresentWritable | kAccessed;  // PML4[0] -> PDPT
+    for (std::uint64_t i = 0; i < 4; ++i) {
+      table[0x5000 / 8 + i] = (0x6000 + i * 0x1000) | kPresentWritable | kAccessed;
+      for (std::uint64_t j = 0; j < 512; ++j)  // 2 MiB pages
+        table[(0x6000 + i * 0x1000) / 8 + j] =
+            ((i * 512 + j) << 21) | kPresentWritable | kAccessed | kDirty | kLarge;
+    }
     kvm_sregs sregs{};
     if (::ioctl(vcpu(), KVM_GET_SREGS, &sregs) != 0) throw std::runtime_error("KVM_GET_SREGS");
     kvm_segment code{};
     code.limit = 0xffffffff;
     code.selector = 8;
     code.type = 11;
-    code.present = code.s = code.db = code.g = 1;
+    code.present = code.s = code.l = code.g = 1;
     kvm_segment data = code;
     data.selector = 16;
     data.type = 3;
+    data.l = 0;
+    data.db = 1;
     sregs.cs = code;
     sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-    sregs.cr0 = 0x11;  // PE, ET: no paging
-    sregs.cr4 = sregs.efer = 0;
+    sregs.cr0 = 0x80010031;  // PG, WP, NE, ET, PE
+    sregs.cr3 = 0x4000;
+    sregs.cr4 = 0x20;        // PAE
+    sregs.efer = 0x500;      // LME, LMA
     if (::ioctl(vcpu(), KVM_SET_SREGS, &sregs) != 0) throw std::runtime_error("KVM_SET_SREGS");
   }
 
@@ -402,16 +420,17 @@ TEST_F(KernelImee, HostileAgentIsStoppedByTheEpt) {
   };
   const Case cases[] = {
       // mov dword [target], 0xdeadbeef
-      {"write to target memory", cat({{0xc7, 0x05}, le32(target_data), le32(0xdeadbeef), {0xf4}}),
+      {"write to target memory",
+       cat({{0xc7, 0x04, 0x25}, le32(target_data), le32(0xdeadbeef), {0xf4}}),
        IMEE_FAULT_FORBIDDEN, target_data & ~0xfffull},
-      // mov eax, target; jmp eax
+      // mov eax, target; jmp rax
       {"execute target memory", cat({{0xb8}, le32(kTargetGpa + kHomeGpa), {0xff, 0xe0}}),
        IMEE_FAULT_FORBIDDEN, kTargetGpa + kHomeGpa},
       // mov eax, [agent home]
-      {"read the agent's home", cat({{0xa1}, le32(kAgentGpa + 16), {0xf4}}), IMEE_FAULT_BLIND_SPOT,
+      {"read the agent's home", cat({load(kAgentGpa + 16), {0xf4}}), IMEE_FAULT_BLIND_SPOT,
        kAgentGpa + 16},
       // mov eax, [1 GiB]: nobody's memory
-      {"read memory that is nobody's", cat({{0xa1}, le32(1u << 30), {0xf4}}), IMEE_FAULT_NO_GPA,
+      {"read memory that is nobody's", cat({load(1u << 30), {0xf4}}), IMEE_FAULT_NO_GPA,
        1u << 30},
       // ud2
       {"an exception", {0x0f, 0x0b}, IMEE_FAULT_EXCEPTION, 0},
@@ -436,6 +455,8 @@ TEST_F(KernelImee, HostileAgentIsStoppedByTheEpt) {
   in50ms.it_value.tv_usec = 50000;
   ::setitimer(ITIMER_REAL, &in50ms, nullptr);
   r = run({0xeb, 0xfe});
+  const itimerval off{};
+  ::setitimer(ITIMER_REAL, &off, nullptr);
   ::sigaction(SIGALRM, &old, nullptr);
   EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_INTERRUPTED));
   r = run(load_and_halt(target_data));
@@ -471,6 +492,25 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
   EXPECT_EQ(agent.load(at), kNoGpa) << "the VMM's mapping allows no access";
   ASSERT_EQ(::mprotect(mem, 2 * MiB, PROT_READ | PROT_WRITE), 0);
   EXPECT_EQ(agent.load(at), 0xc0000005u);
+
+  // Page migration: memory compaction moves movable pages; the page's PFN says whether it did.
+  auto pfn = [](const void* p) -> std::uint64_t {
+    std::ifstream pagemap("/proc/self/pagemap", std::ios::binary);
+    std::uint64_t entry = 0;
+    pagemap.seekg(static_cast<std::streamoff>(reinterpret_cast<std::uintptr_t>(p) / kPage * 8));
+    pagemap.read(reinterpret_cast<char*>(&entry), 8);
+    return entry & ((1ull << 55) - 1);
+  };
+  for (int round = 0; round < 3; ++round) {
+    const std::uint64_t before = pfn(mem + 5 * kPage);
+    std::ofstream("/proc/sys/vm/compact_memory") << "1\n";
+    const std::uint64_t after = pfn(mem + 5 * kPage);
+    EXPECT_EQ(agent.load(at), 0xc0000005u) << "after compaction round " << round;
+    std::printf("compaction round %d: the target's page %s (pfn 0x%llx -> 0x%llx)\n", round,
+                before == after ? "stayed" : "MOVED", static_cast<unsigned long long>(before),
+                static_cast<unsigned long long>(after));
+    put(5 * kPage + 16, 0xc0000005u);
+  }
 
   // memslots: delete, re-create over other memory, move
   auto slot = [&](std::uint64_t gpa, std::uint64_t size, void* host) {

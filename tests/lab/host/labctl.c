@@ -13,6 +13,12 @@
  *       Negotiates QMP capabilities and runs one command; prints the reply line.
  *       Exit: 0 on {"return":...}, 4 on {"error":...}, 2 on timeout / connection error.
  *
+ *   labctl kallsyms-rebase KALLSYMS TEXT
+ *       Prints KALLSYMS (of one boot) moved to another boot of the same kernel build whose
+ *       _text is TEXT (hex): every kernel-image symbol shifts by the KASLR slide, per-CPU and
+ *       other addresses outside the image do not. For guests whose channel is too slow to
+ *       send their own (the VT-x lab's L2).
+ *
  * Socket paths longer than sun_path are handled by chdir()ing to their directory.
  */
 #define _GNU_SOURCE
@@ -202,8 +208,39 @@ static int do_qmp(const char *sock, const char *cmd, const char *args)
     return 2;
 }
 
+/* x86-64: the kernel image lives in [__START_KERNEL_map, MODULES_VADDR) */
+#define KERNEL_IMAGE_START 0xffffffff80000000ULL
+#define KERNEL_IMAGE_END 0xffffffffc0000000ULL
+
+static int kallsyms_rebase(const char *path, const char *text_hex)
+{
+    char line[512], name[400], type;
+    unsigned long long addr, ref = 0, want = strtoull(text_hex, NULL, 16);
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        die(1, "cannot open %s", path);
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%llx %c %399s", &addr, &type, name) == 3 && strcmp(name, "_text") == 0)
+            ref = addr;
+    if (!ref || !want)
+        die(1, "%s", "no _text in the symbol list, or no TEXT");
+    rewind(f);
+    while (fgets(line, sizeof line, f)) {
+        char *rest;
+        addr = strtoull(line, &rest, 16);
+        if (addr >= KERNEL_IMAGE_START && addr < KERNEL_IMAGE_END)
+            addr += want - ref;
+        printf("%016llx%s", addr, rest);
+    }
+    fclose(f);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "kallsyms-rebase") == 0)
+        return kallsyms_rebase(argv[2], argv[3]);
     if (argc >= 4 && strcmp(argv[1], "chan") == 0) {
         if (argc >= 5)
             idle_ms = atoi(argv[4]) * 1000;
@@ -217,7 +254,8 @@ int main(int argc, char **argv)
     }
     fprintf(stderr,
             "usage: %s chan SOCK CMD [IDLE_TIMEOUT_S]\n"
-            "       %s qmp SOCK COMMAND [ARGUMENTS-JSON]\n",
-            prog, prog);
+            "       %s qmp SOCK COMMAND [ARGUMENTS-JSON]\n"
+            "       %s kallsyms-rebase KALLSYMS TEXT\n",
+            prog, prog, prog);
     return 1;
 }
