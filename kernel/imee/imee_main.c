@@ -45,6 +45,10 @@
 /* imee->fault.kind beyond the uapi kinds: the target's memory is gone */
 #define IMEE_FAULT_TARGET_GONE	0x100
 
+/* kvm.imee_trace=1: log every exit ImEE handles (debugging a CPU or emulator). */
+static bool imee_trace;
+module_param(imee_trace, bool, 0644);
+
 atomic_t kvm_imee_count = ATOMIC_INIT(0);
 EXPORT_SYMBOL_GPL(kvm_imee_count);
 
@@ -310,6 +314,8 @@ int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual, u64 gla)
 		return -EPERM;
 	if (!(qual & IMEE_QUAL_GLA_VALID))
 		gla = 0;
+	if (imee_trace)
+		pr_info("EPT violation gpa 0x%llx qual 0x%llx gla 0x%llx\n", gpa, qual, gla);
 	if (gfn > IMEE_EPT_MAX_GFN)
 		return imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gpa, gla);
 	if (gfn != imee->last_gfn) {
@@ -351,6 +357,8 @@ int kvm_imee_exception(struct kvm_vcpu *vcpu, u32 vector, bool has_error,
 
 	if (!imee)
 		return -EPERM;
+	if (imee_trace)
+		pr_info("exception %u error 0x%x cr2 0x%llx\n", vector, error_code, cr2);
 	if (has_error)
 		info |= BIT(8) | (error_code << 16);
 	return imee_stop(imee, IMEE_FAULT_EXCEPTION, info,
@@ -561,6 +569,9 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
 	vcpu->wants_to_run = false;
 	arg.exits = vcpu->stat.exits - exits;
+	if (imee_trace)
+		pr_info("activation: run %ld, exit reason %u, fault %u, %llu exits\n", r,
+			vcpu->run->exit_reason, imee->fault.kind, arg.exits);
 	WRITE_ONCE(imee->runner, NULL);
 	mutex_unlock(&vcpu->mutex);
 	if (r < 0 && r != -EINTR && !imee->fault.kind)

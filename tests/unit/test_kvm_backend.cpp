@@ -249,7 +249,11 @@ TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
     t.builder.set_entry(slot, t.builder.entry(slot) & ~P);
     t.ram->write(t.builder.ram());
     SoftBackend soft(*t.guest);
-    KvmBackend kvm(*t.guest, t.space(), kHomeVa);
+    std::unique_ptr<TargetVm> vm;
+    if (kernel()) vm = std::make_unique<TargetVm>(t.ram->bytes());
+    KvmBackend kvm = kernel() ? KvmBackend(*t.guest, t.space(), kHomeVa,
+                                           KvmBackend::KernelTarget{.vm_fd = vm->fd()})
+                              : KvmBackend(*t.guest, t.space(), kHomeVa);
     std::vector<std::byte> a(6000), b(6000);
     const Status sa = kvm.read(t.space(), va - 100, a), sb = soft.read(t.space(), va - 100, b);
     ASSERT_FALSE(sb.ok());

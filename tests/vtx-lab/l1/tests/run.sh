@@ -110,7 +110,7 @@ if [ -x $IMEE_BIN/imee_unit_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
     # and lab.sh query/pause/resume (lab-shim.sh). Each guest's kallsyms carries its own slide.
     mkdir -p /run/lab
     for dir in "$L2_DIR" ${L2B_DIR:-}; do
-        text=$(sed -n 's/.*LAB INFO _text \(0x[0-9a-f]*\).*/\1/p' "$dir/info.txt" | head -n 1)
+        text=$(sed -n 's/^_text \(0x[0-9a-f]*\).*/\1/p' "$dir/info.txt" | head -n 1)
         rm -f "$dir/kallsyms"
         labctl kallsyms-rebase "$L2_KALLSYMS" "$text" > "$dir/kallsyms"
         check "$(basename $dir) kallsyms rebased to _text $text" 'grep -q "^${text#0x} T _text$" "$dir/kallsyms"'
