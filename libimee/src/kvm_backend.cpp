@@ -1,6 +1,7 @@
 // The kvm backend: see imee/kvm_backend.hpp for what it does, agent/README.md for the protocol.
 #include "imee/kvm_backend.hpp"
 
+#include <fcntl.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -11,8 +12,6 @@
 #include <fstream>
 #include <random>
 #include <thread>
-
-#include <fcntl.h>
 
 #include "imee/agent_protocol.h"
 #include "imee/soft_backend.hpp"
@@ -125,8 +124,8 @@ struct KvmBackend::Impl {
   bool kernel = false;
   kvm::Fd target_vm;  // our duplicate of the target's VM fd
   std::uint32_t target_vcpu = 0;
-  kvm::Fd imee;                                    // once launched
-  std::array<char, IMEE_MAX_REQUESTS> served{};   // served before a fault restarted the agent
+  kvm::Fd imee;                                  // once launched
+  std::array<char, IMEE_MAX_REQUESTS> served{};  // served before a fault restarted the agent
   std::atomic<std::uint64_t> vm_exits{0}, kernel_faults{0};
   std::atomic<std::uint64_t> last_cr3{0};
   std::atomic<std::uint32_t> last_paging{0};
@@ -400,8 +399,7 @@ bool KvmBackend::Impl::absorb_fault(const imee_activate& a) {
   hit[current].store(a.fault_kind == IMEE_FAULT_BLIND_SPOT ? kHitBlindSpot : kHitSoft);
   for (std::size_t i = 0; i <= current; ++i) {
     imee_request& s = slot(i);
-    if (i < current && s.len != 0 && s.status == IMEE_STATUS_OK && s.done == s.len)
-      served[i] = 1;
+    if (i < current && s.len != 0 && s.status == IMEE_STATUS_OK && s.done == s.len) served[i] = 1;
     s.len = 0;
   }
   restart_agent(cpu_mode, cpu_nxe);
@@ -740,7 +738,8 @@ void KvmBackend::retarget(const GuestRam& ram, const KernelTarget& target,
   if (!m.kernel) throw Exception("retarget: only the kernel backend retargets");
   const bool polled = m.poller.joinable();
   if (polled) m.stop_polling();
-  const std::uint64_t top = ram.regions().empty() ? 0 : ram.regions().back().gpa + ram.regions().back().size;
+  const std::uint64_t top =
+      ram.regions().empty() ? 0 : ram.regions().back().gpa + ram.regions().back().size;
   if (top > m.local_gpa) throw Exception("kernel: target RAM reaches the ImEE's local GPA range");
   m.target_vm = target.vm_fd >= 0 ? duplicate(target.vm_fd) : kvm::qemu_vm_fd(target.qemu_pid);
   m.target_vcpu = target.vcpu_index;

@@ -2,9 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -239,8 +239,8 @@ imee_launch launch_args(int target_vm_fd, std::uint32_t vcpu_index, std::uint64_
 
 }  // namespace
 
-Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index,
-               std::uint64_t agent_gpa, std::uint64_t agent_local_gpa) {
+Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
+               std::uint64_t agent_local_gpa) {
   Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
   if (!kvm) fail("open /dev/kvm");
   imee_launch a = launch_args(target_vm_fd, vcpu_index, agent_gpa, agent_local_gpa);
@@ -250,8 +250,8 @@ Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index,
   return imee;
 }
 
-void retarget_imee(int imee, int target_vm_fd, std::uint32_t vcpu_index,
-                   std::uint64_t agent_gpa, std::uint64_t agent_local_gpa) {
+void retarget_imee(int imee, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
+                   std::uint64_t agent_local_gpa) {
   Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
   if (!kvm) fail("open /dev/kvm");
   imee_launch a = launch_args(target_vm_fd, vcpu_index, agent_gpa, agent_local_gpa);

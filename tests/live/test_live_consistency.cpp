@@ -122,8 +122,7 @@ TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
       EXPECT_GT(o.stale * 100, o.samples)
           << "a caching walker must be caught, or the experiment proves nothing";
     } else {
-      EXPECT_LE(o.stale * 10000, o.samples)
-          << name << " returned values the guest was not holding";
+      EXPECT_LE(o.stale * 10000, o.samples) << name << " returned values the guest was not holding";
       EXPECT_GE(o.transitions, 2u) << name << ": the guest must have been seen moving";
     }
   }

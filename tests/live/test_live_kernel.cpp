@@ -111,8 +111,7 @@ TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
   EXPECT_FALSE(vcpu.stale);
   // Whatever task the vCPU ran, its CR3 (KPTI user bit and PCID cleared) maps the kernel as
   // init_top_pgt does.
-  const AddressSpace current{vcpu.cr3 & ~0x1fffull & pte::kAddressMask, PagingMode::k4Level,
-                             true};
+  const AddressSpace current{vcpu.cr3 & ~0x1fffull & pte::kAddressMask, PagingMode::k4Level, true};
   const std::uint64_t text = g.session.symbol("_text");
   Expected<Translation> want = translate(g.target.ram(), g.session.kernel_space(), text);
   Expected<Translation> got = translate(g.target.ram(), current, text);

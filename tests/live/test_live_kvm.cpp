@@ -22,21 +22,22 @@ namespace {
 
 using nlohmann::json;
 
-#define REQUIRE_IMEE()                                                                   \
-  do {                                                                                   \
-    std::string why;                                                                     \
-    if (!KvmBackend::available(&why, LabGuest::imee_backend() == "kernel")) {            \
-      if (LabGuest::must_run()) FAIL() << LabGuest::imee_backend() << ": " << why;       \
-      GTEST_SKIP() << "this machine cannot run the " << LabGuest::imee_backend()         \
-                   << " backend: " << why;                                               \
-    }                                                                                    \
+#define REQUIRE_IMEE()                                                             \
+  do {                                                                             \
+    std::string why;                                                               \
+    if (!KvmBackend::available(&why, LabGuest::imee_backend() == "kernel")) {      \
+      if (LabGuest::must_run()) FAIL() << LabGuest::imee_backend() << ": " << why; \
+      GTEST_SKIP() << "this machine cannot run the " << LabGuest::imee_backend()   \
+                   << " backend: " << why;                                         \
+    }                                                                              \
   } while (0)
 
 std::unique_ptr<KvmBackend> make_imee(const LabGuest& g, const Target& t,
                                       const AddressSpace& home_space, std::uint64_t home_va) {
   if (LabGuest::imee_backend() == "kernel")
     return std::make_unique<KvmBackend>(
-        t.ram(), home_space, home_va, KvmBackend::KernelTarget{.qemu_pid = std::stoi(g.qemu_pid())});
+        t.ram(), home_space, home_va,
+        KvmBackend::KernelTarget{.qemu_pid = std::stoi(g.qemu_pid())});
   return std::make_unique<KvmBackend>(t.ram(), home_space, home_va);
 }
 

@@ -14,14 +14,14 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <initializer_list>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
-#include <string>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "../support/page_table_builder.hpp"
@@ -42,13 +42,13 @@ constexpr std::uint64_t kDataVa = 0xffff888000000000ull;
 constexpr std::uint64_t kDataGpa = 8 * MiB;
 constexpr std::uint64_t kLocalGpa = 1ull << 39;  // the test shells' memory
 
-#define REQUIRE_KERNEL_IMEE()                                                              \
-  do {                                                                                     \
-    std::string why;                                                                       \
-    if (!KvmBackend::available(&why, true)) {                                              \
-      if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) FAIL() << why;                    \
-      GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why;    \
-    }                                                                                      \
+#define REQUIRE_KERNEL_IMEE()                                                           \
+  do {                                                                                  \
+    std::string why;                                                                    \
+    if (!KvmBackend::available(&why, true)) {                                           \
+      if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) FAIL() << why;                 \
+      GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why; \
+    }                                                                                   \
   } while (0)
 
 struct Fd {
@@ -69,8 +69,7 @@ struct Fd {
 struct Vm {
   Fd vm;
   std::vector<Fd> vcpus;
-  Vm(int kvm, int nvcpus, std::uint64_t gpa, const void* host, std::uint64_t bytes,
-     bool readonly) {
+  Vm(int kvm, int nvcpus, std::uint64_t gpa, const void* host, std::uint64_t bytes, bool readonly) {
     vm = Fd(::ioctl(kvm, KVM_CREATE_VM, 0));
     if (vm.fd < 0) throw std::runtime_error("KVM_CREATE_VM");
     if (bytes != 0) {
@@ -115,11 +114,11 @@ class KernelImee : public ::testing::Test {
     REQUIRE_KERNEL_IMEE();
     kvm_ = Fd(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
     ASSERT_GE(kvm_.fd, 0);
-    local_ = static_cast<std::byte*>(::mmap(nullptr, kLocalBytes, PROT_READ | PROT_WRITE,
-                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    local_ = static_cast<std::byte*>(
+        ::mmap(nullptr, kLocalBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     ASSERT_NE(local_, MAP_FAILED);
-    target_ = std::make_unique<Vm>(kvm_.fd, 1, 0, t_.ram->bytes().data(), t_.ram->bytes().size(),
-                                   true);
+    target_ =
+        std::make_unique<Vm>(kvm_.fd, 1, 0, t_.ram->bytes().data(), t_.ram->bytes().size(), true);
   }
   void TearDown() override {
     if (local_ != nullptr && local_ != MAP_FAILED) ::munmap(local_, kLocalBytes);
@@ -270,11 +269,13 @@ TEST_F(KernelImee, RandomArgumentsGetErrorsNotCrashes) {
   Fd imee;
   ASSERT_EQ(launch(args(target_->vm.fd, s->vm.fd), &imee), 0);
   Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  const int fds[] = {-1, 0, target_->vm.fd, s->vm.fd, imee.fd, kvm_.fd, null.fd,
-                     target_->vcpus[0].fd, 4242, -77};
+  const int fds[] = {-1,      0,       target_->vm.fd,       s->vm.fd, imee.fd,
+                     kvm_.fd, null.fd, target_->vcpus[0].fd, 4242,     -77};
   const std::set<int> allowed{0, EPROTONOSUPPORT, EINVAL, EBADF, EBUSY, EFAULT, EIO, ENOTTY};
   std::mt19937_64 rng(12345);
-  const int calls = std::getenv("IMEE_IOCTL_FUZZ_CALLS") ? std::atoi(std::getenv("IMEE_IOCTL_FUZZ_CALLS")) : 10000;
+  const int calls = std::getenv("IMEE_IOCTL_FUZZ_CALLS")
+                        ? std::atoi(std::getenv("IMEE_IOCTL_FUZZ_CALLS"))
+                        : 10000;
   int launched = 0, refused = 0;
   for (int i = 0; i < calls; ++i) {
     imee_launch a{};
@@ -334,7 +335,8 @@ class FlatAgent {
     imee_ = Fd(::ioctl(kvm, IMEE_LAUNCH, &a));
     if (imee_.fd < 0) throw std::runtime_error(std::string("IMEE_LAUNCH: ") + std::strerror(errno));
     auto* table = reinterpret_cast<std::uint64_t*>(local);
-    constexpr std::uint64_t kPresentWritable = 3, kAccessed = 1 << 5, kDirty = 1 << 6, kLarge = 1 << 7;
+    constexpr std::uint64_t kPresentWritable = 3, kAccessed = 1 << 5, kDirty = 1 << 6,
+                            kLarge = 1 << 7;
     table[0x4000 / 8] = 0x5000 | kPresentWritable | kAccessed;  // PML4[0] -> PDPT
     for (std::uint64_t i = 0; i < 4; ++i) {
       table[0x5000 / 8 + i] = (0x6000 + i * 0x1000) | kPresentWritable | kAccessed;
@@ -358,8 +360,8 @@ class FlatAgent {
     sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
     sregs.cr0 = 0x80010031;  // PG, WP, NE, ET, PE
     sregs.cr3 = 0x4000;
-    sregs.cr4 = 0x20;        // PAE
-    sregs.efer = 0x500;      // LME, LMA
+    sregs.cr4 = 0x20;    // PAE
+    sregs.efer = 0x500;  // LME, LMA
     if (::ioctl(vcpu(), KVM_SET_SREGS, &sregs) != 0) throw std::runtime_error("KVM_SET_SREGS");
   }
 
@@ -424,8 +426,8 @@ TEST_F(KernelImee, DISABLED_HostileAgentIsStoppedByTheEpt) {
   const Case cases[] = {
       // mov dword [target], 0xdeadbeef
       {"write to target memory",
-       cat({{0xc7, 0x04, 0x25}, le32(target_data), le32(0xdeadbeef), {0xf4}}),
-       IMEE_FAULT_FORBIDDEN, target_data & ~0xfffull},
+       cat({{0xc7, 0x04, 0x25}, le32(target_data), le32(0xdeadbeef), {0xf4}}), IMEE_FAULT_FORBIDDEN,
+       target_data & ~0xfffull},
       // mov eax, target; jmp rax
       {"execute target memory", cat({{0xb8}, le32(kTargetGpa + kHomeGpa), {0xff, 0xe0}}),
        IMEE_FAULT_FORBIDDEN, kTargetGpa + kHomeGpa},
@@ -433,8 +435,7 @@ TEST_F(KernelImee, DISABLED_HostileAgentIsStoppedByTheEpt) {
       {"read the agent's home", cat({load(kAgentGpa + 16), {0xf4}}), IMEE_FAULT_BLIND_SPOT,
        kAgentGpa + 16},
       // mov eax, [1 GiB]: nobody's memory
-      {"read memory that is nobody's", cat({load(1u << 30), {0xf4}}), IMEE_FAULT_NO_GPA,
-       1u << 30},
+      {"read memory that is nobody's", cat({load(1u << 30), {0xf4}}), IMEE_FAULT_NO_GPA, 1u << 30},
       // ud2
       {"an exception", {0x0f, 0x0b}, IMEE_FAULT_EXCEPTION, 0},
   };
@@ -443,7 +444,8 @@ TEST_F(KernelImee, DISABLED_HostileAgentIsStoppedByTheEpt) {
     EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_FAULT)) << c.what;
     EXPECT_EQ(r.fault_kind, c.kind) << c.what;
     if (c.kind != IMEE_FAULT_EXCEPTION) {
-      EXPECT_EQ(r.fault_addr & ~0xfffull, c.addr & ~0xfffull) << c.what << std::hex << " 0x" << r.fault_addr;
+      EXPECT_EQ(r.fault_addr & ~0xfffull, c.addr & ~0xfffull)
+          << c.what << std::hex << " 0x" << r.fault_addr;
     } else {
       EXPECT_EQ(r.fault_info & 0xff, 6u) << "#UD";
     }
@@ -451,7 +453,8 @@ TEST_F(KernelImee, DISABLED_HostileAgentIsStoppedByTheEpt) {
   EXPECT_EQ(t_.hash(), hash) << "the target's RAM changed";
 
   // An agent that never halts (jmp $) is interrupted by a signal, and the ImEE stays usable.
-  struct sigaction quiet {}, old {};
+  struct sigaction quiet {
+  }, old{};
   quiet.sa_handler = [](int) {};
   ASSERT_EQ(::sigaction(SIGALRM, &quiet, &old), 0);
   itimerval in50ms{};
@@ -473,8 +476,8 @@ TEST_F(KernelImee, DISABLED_HostileAgentIsStoppedByTheEpt) {
 // DISABLED with the test above: it uses the same hand-built vCPU (FlatAgent).
 TEST_F(KernelImee, DISABLED_HostRemapsAndMemslotChangesAreFollowed) {
   constexpr std::uint64_t kTargetGpa = 64 * MiB, kBytes = 4 * MiB, kPage = 4096;
-  auto* mem = static_cast<std::byte*>(::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE,
-                                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  auto* mem = static_cast<std::byte*>(
+      ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(mem, MAP_FAILED);
   auto put = [&](std::uint64_t off, std::uint32_t v) { std::memcpy(mem + off, &v, 4); };
   for (std::uint64_t off = 0; off < kBytes; off += kPage) put(off + 16, 0xa0000000u | off / kPage);
@@ -488,7 +491,8 @@ TEST_F(KernelImee, DISABLED_HostRemapsAndMemslotChangesAreFollowed) {
   EXPECT_EQ(agent.load(at), 0u) << "the page the ImEE mapped was dropped: it reads zeros now";
   put(5 * kPage + 16, 0xb0000005u);
   EXPECT_EQ(agent.load(at), 0xb0000005u) << "a new page was faulted in";
-  void* again = ::mmap(mem, 2 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  void* again =
+      ::mmap(mem, 2 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   ASSERT_EQ(again, static_cast<void*>(mem));
   put(5 * kPage + 16, 0xc0000005u);
   EXPECT_EQ(agent.load(at), 0xc0000005u) << "the VMM mapped new memory at the same address";
@@ -595,7 +599,8 @@ std::uint64_t meminfo_kb(const char* field) {
 
 // Launch, use and close ImEEs many times (the fds in every order): kernel memory comes back.
 TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
-  const int cycles = std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 200;
+  const int cycles =
+      std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 200;
   auto cycle = [&](int i) {
     auto s = std::make_unique<Vm>(kvm_.fd, 1, kLocalGpa, local_, kLocalBytes, false);
     auto imee = std::make_unique<Fd>();
@@ -621,7 +626,8 @@ TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
   for (int i = 0; i < 20; ++i) cycle(i);  // warm caches and slabs
   const std::uint64_t slab = meminfo_kb("Slab"), avail = meminfo_kb("MemAvailable");
   for (int i = 0; i < cycles; ++i) cycle(i);
-  const std::int64_t slab_growth = static_cast<std::int64_t>(meminfo_kb("Slab")) - static_cast<std::int64_t>(slab);
+  const std::int64_t slab_growth =
+      static_cast<std::int64_t>(meminfo_kb("Slab")) - static_cast<std::int64_t>(slab);
   const std::int64_t avail_drop =
       static_cast<std::int64_t>(avail) - static_cast<std::int64_t>(meminfo_kb("MemAvailable"));
   std::printf("%d launch/teardown cycles: Slab %+lld kB, MemAvailable %+lld kB\n", cycles,
@@ -664,7 +670,8 @@ TEST_F(KernelImee, ToolKilledMidPollLeavesTheTargetUsable) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status));
 
-  KvmBackend again(*t_.guest, t_.space(), kHomeVa, KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
+  KvmBackend again(*t_.guest, t_.space(), kHomeVa,
+                   KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
   std::vector<std::byte> got(512), want(512);
   ASSERT_TRUE(again.read(t_.space(), kDataVa + 100, got).ok());
   ASSERT_TRUE(SoftBackend(*t_.guest).read(t_.space(), kDataVa + 100, want).ok());
@@ -683,7 +690,8 @@ TEST_F(KernelImee, PollModeReadsCauseNoExits) {
   auto batch = [&](int round) {
     std::vector<ReadRequest> reqs;
     for (int i = 0; i < kPerBatch; ++i)
-      reqs.push_back({t_.space(), kDataVa + ((round * kPerBatch + i) % 512) * 4096 + 8, bufs[i], {}});
+      reqs.push_back(
+          {t_.space(), kDataVa + ((round * kPerBatch + i) % 512) * 4096 + 8, bufs[i], {}});
     imee.read_batch(reqs);
     for (const ReadRequest& r : reqs) ASSERT_TRUE(r.status.ok());
   };

@@ -9,12 +9,12 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <stdexcept>
-#include <tuple>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string_view>
 #include <thread>
+#include <tuple>
 
 #include "../support/page_table_builder.hpp"
 #include "../support/readonly_ram.hpp"

@@ -103,9 +103,10 @@ BackendFigures measure_backend(MemoryBackend& backend, Session& session,
     vas.push_back(tasks[rng() % tasks.size()].address + (rng() % 64) * 8);
   for (std::size_t size : {4, 8, 64, 256, 1024, 4096}) {
     const Stats s = repeat(runs, [&] {
-      return per_op(200, backend.name() == "soft" || backend.name() == "soft+tlb" ? 64 : 1, [&](int i) {
-        (void)backend.read(kernel, vas[i * 61 % vas.size()], std::span(buf.data(), size));
-      });
+      return per_op(
+          200, backend.name() == "soft" || backend.name() == "soft+tlb" ? 64 : 1, [&](int i) {
+            (void)backend.read(kernel, vas[i * 61 % vas.size()], std::span(buf.data(), size));
+          });
     });
     f.read_ns.emplace_back(size, s);
   }
