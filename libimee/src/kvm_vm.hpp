@@ -106,11 +106,11 @@ std::string imee_kernel_missing();
 
 // IMEE_LAUNCH: turns `shell` (whose vCPU never ran) into an ImEE on the VM behind
 // `target_vm_fd`, the agent at target GPA `agent_gpa` (shell page `agent_local_gpa`).
-Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index,
-               std::uint64_t agent_gpa, std::uint64_t agent_local_gpa);
+Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
+               std::uint64_t agent_local_gpa);
 // IMEE_LAUNCH with IMEE_LAUNCH_RETARGET: moves `imee` to another target (or agent home).
-void retarget_imee(int imee, int target_vm_fd, std::uint32_t vcpu_index,
-                   std::uint64_t agent_gpa, std::uint64_t agent_local_gpa);
+void retarget_imee(int imee, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
+                   std::uint64_t agent_local_gpa);
 // IMEE_ACTIVATE. Errors (not faults: those are in the result) throw.
 imee_activate activate_imee(int imee, std::uint32_t mode);
 
