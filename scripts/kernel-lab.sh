@@ -9,13 +9,13 @@
 #   BUILD_DIR            CMake build directory with the tools (argument, or IMEE_BUILD_DIR,
 #                        default build/); built here first (nothing to do when it is up to date)
 #   KERNEL_LAB_DIR       the lab's output directory (default build/vtx-lab)
-#   VTX_TIMEOUT          wall seconds for the Bochs run (default 2700)
+#   VTX_TIMEOUT          wall seconds for the Bochs run (default 3600)
 #   VTX_*                other knobs of tests/vtx-lab/build-vtx-lab.sh and run-vtx-lab.sh
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-${IMEE_BUILD_DIR:-$repo/build}}
 lab=${KERNEL_LAB_DIR:-$repo/build/vtx-lab}
-export VTX_TIMEOUT=${VTX_TIMEOUT:-2700}
+export VTX_TIMEOUT=${VTX_TIMEOUT:-3600}
 
 start=$(date +%s)
 phase_start=$start

@@ -275,21 +275,24 @@ Fd qemu_vm_fd(pid_t pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) fail("opendir " + dir);
-  int found = -1;
+  std::vector<int> found;
   while (dirent* e = ::readdir(d)) {
     char link[64] = {};
     const std::string path = dir + "/" + e->d_name;
     const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
-    if (n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:kvm-vm") {
-      found = std::atoi(e->d_name);
-      break;
-    }
+    if (n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:kvm-vm")
+      found.push_back(std::atoi(e->d_name));
   }
   ::closedir(d);
-  if (found < 0) throw Exception("process " + std::to_string(pid) + " holds no KVM VM fd");
+  if (found.empty()) throw Exception("process " + std::to_string(pid) + " holds no KVM VM fd");
+  // QEMU holds one. With several (a fork that inherited another VM's fd...) guessing could
+  // introspect the wrong VM: refuse.
+  if (found.size() > 1)
+    throw Exception("process " + std::to_string(pid) + " holds " + std::to_string(found.size()) +
+                    " KVM VM fds: which one is the target is ambiguous");
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) fail("pidfd_open " + std::to_string(pid));
-  Fd vm(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), found, 0)));
+  Fd vm(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), found.front(), 0)));
   if (!vm) fail("pidfd_getfd of QEMU's VM fd");
   return vm;
 }

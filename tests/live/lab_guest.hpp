@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "../support/process.hpp"
+#include "imee/linux_profile.hpp"
 
 namespace imee::test {
 
@@ -60,6 +62,14 @@ struct LabGuest {
   std::string ram() const { return dir + "/ram.img"; }
   std::string kallsyms() const { return dir + "/kallsyms"; }
   std::string profile() const { return dir + "/profile.json"; }
+  // The guest's profile from the tools' cache (profile()), built and saved there if missing:
+  // building parses the kernel's BTF, a second on the host but minutes in the VT-x lab's L1.
+  LinuxProfile linux_profile() const {
+    if (std::filesystem::exists(profile())) return LinuxProfile::load(profile());
+    LinuxProfile p = LinuxProfile::build(kernel(), kallsyms());
+    p.save(profile());
+    return p;
+  }
 
   // Target and profile options for a tool. The 5-level guest is named by QEMU pid, the 4-level
   // one by its RAM file, so both ways of naming a target are exercised; the kernel backend needs

@@ -76,7 +76,7 @@ TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
 
   const Target target = Target::open({.ram_path = g.ram()});
   SoftBackend soft(target.ram());
-  Session session(soft, LinuxProfile::build(LabGuest::kernel(), g.kallsyms()));
+  Session session(soft, g.linux_profile());
   std::optional<AddressSpace> space;
   for (const Task& t : read_tasks(session))
     if (t.pid == pid)

@@ -23,7 +23,7 @@ struct Guest {
       : lab(g),
         target(Target::open({.ram_path = g.ram()})),
         soft(target.ram()),
-        session(soft, LinuxProfile::build(LabGuest::kernel(), g.kallsyms())) {}
+        session(soft, g.linux_profile()) {}
   LabGuest lab;
   Target target;
   SoftBackend soft;

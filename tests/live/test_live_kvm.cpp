@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../support/ram_diff.hpp"
 #include "imee/kernel_types.hpp"
 #include "imee/kvm_backend.hpp"
 #include "imee/linux.hpp"
@@ -41,15 +42,12 @@ std::unique_ptr<KvmBackend> make_imee(const LabGuest& g, const Target& t,
   return std::make_unique<KvmBackend>(t.ram(), home_space, home_va);
 }
 
-// A 64-bit FNV-1a over the whole file: enough to see any byte change.
-std::uint64_t hash_file(const std::string& path) {
-  const Target t = Target::open({.ram_path = path});
-  std::uint64_t h = 1469598103934665603ull;
-  for (const RamRegion& r : t.ram().regions()) {
-    const auto* p = reinterpret_cast<const std::uint64_t*>(t.ram().host(r.gpa, r.size));
-    for (std::uint64_t i = 0; i < r.size / 8; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  }
-  return h;
+// The guest's whole RAM, region after region, as mapped by `t` (the mapping follows the file).
+test::RamSnapshot ram_snapshot(const Target& t) {
+  std::vector<std::span<const std::byte>> regions;
+  for (const RamRegion& r : t.ram().regions())
+    regions.emplace_back(t.ram().host(r.gpa, r.size), r.size);
+  return test::RamSnapshot(std::move(regions));
 }
 
 // Pauses the guest for the scope, so both backends see the same memory.
@@ -98,7 +96,7 @@ TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
 TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   REQUIRE_IMEE();
   const LabGuest g = guest();
-  const LinuxProfile profile = LinuxProfile::build(LabGuest::kernel(), g.kallsyms());
+  const LinuxProfile profile = g.linux_profile();
   const KernelTypes types = KernelTypes::load(LabGuest::kernel());
   const Target target = Target::open({.ram_path = g.ram()});
   SoftBackend soft(target.ram());
@@ -106,7 +104,7 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   const AddressSpace kernel = session.kernel_space();
 
   Paused paused(g);
-  const std::uint64_t before = hash_file(g.ram());
+  const test::RamSnapshot before = ram_snapshot(target);
   const std::vector<Task> tasks = read_tasks(session);
 
   // Address spaces and places worth reading: the kernel's (image, direct map around every
@@ -180,7 +178,7 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
     EXPECT_GT(st.agent_requests, static_cast<std::uint64_t>(ok))
         << "the agent must have served the reads";
   }
-  EXPECT_EQ(hash_file(g.ram()), before) << "introspection changed the guest's RAM";
+  test::expect_ram_unchanged(before);  // introspection changed nothing
 }
 
 TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
@@ -188,7 +186,7 @@ TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
   const LabGuest g = guest();
   const Target target = Target::open({.ram_path = g.ram()});
   SoftBackend soft(target.ram());
-  Session session(soft, LinuxProfile::build(LabGuest::kernel(), g.kallsyms()));
+  Session session(soft, g.linux_profile());
   const std::uint64_t home = session.symbol("entry_SYSCALL_64") & ~0xfffull;
   const auto imee = make_imee(g, target, session.kernel_space(), home);
   KvmBackend& kvm = *imee;

@@ -10,8 +10,6 @@ set -u
 err=0
 check() { if eval "$2"; then echo "VTX-TEST ok   $1"; else echo "VTX-TEST FAIL $1"; err=1; fi; }
 mkdir -p /run/imee
-# one profile for both guests (same kernel build); imee_kernel_tests may use it too
-export L2_PROFILE=/run/imee/profile.json
 IMEE_BIN=${IMEE_BIN:-/opt/imee/bin}
 
 # guest_checks NAME DIR QEMU_PID RAM CHAN QMP: the guest answers on its channel and runs the lab
@@ -35,53 +33,7 @@ guest_checks() {
     check "$name ram.img is $sz bytes" '[ "$sz" -gt 0 ]'
 }
 
-# pid_set TASKS_FILE: the pids of a `tasks` answer, sorted, plus 0 (init_task is on the kernel's
-# task list but not in /proc)
-pid_set() { { echo 0; cut -d' ' -f1 "$1"; } | sort -n; }
-
-# tool_matches NAME DIR QEMU_PID CHAN [BACKEND]: pidlist (BACKEND, default soft) against the
-# running guest gives the guest's own pid set. DIR/tasks.txt is the task list just taken. As tests/live does, the truth is
-# taken before and after the tool run, and the run is repeated while the task set moves.
-tool_matches() {
-    name=$1 dir=$2 pid=$3 chan=$4 backend=${5:-soft}
-    pid_set "$dir/tasks.txt" > "$dir/before.pids"
-    for attempt in 1 2 3; do
-        $IMEE_BIN/pidlist --pid "$pid" --backend "$backend" --kernel "$L2_VMLINUZ" \
-            --symbols "$L2_KALLSYMS" --profile "$L2_PROFILE" --stats > "$dir/pidlist.out" 2>"$dir/pidlist.err"
-        rc=$?
-        sed "s/^/VTX-TEST $name pidlist: /" "$dir/pidlist.err"
-        if [ $rc -ne 0 ]; then
-            check "$name pidlist --pid $pid exits 0 (exit $rc)" false
-            return
-        fi
-        labctl chan "$chan" tasks 60 > "$dir/tasks.txt" 2>"$dir/tasks.err"
-        pid_set "$dir/tasks.txt" > "$dir/after.pids"
-        if cmp -s "$dir/before.pids" "$dir/after.pids"; then
-            sort -n "$dir/pidlist.out" > "$dir/pidlist.pids"
-            d=$(diff "$dir/after.pids" "$dir/pidlist.pids" | grep '^[-+][0-9]' | tr '\n' ' ')
-            check "$name pidlist --pid $pid: the guest's $(wc -l < "$dir/after.pids") pids (incl. 0)${d:+, diff (-guest +pidlist): $d}" \
-                '[ -z "$d" ] && [ "$(wc -l < "$dir/pidlist.out")" -eq "$(wc -l < "$dir/pidlist.pids")" ]'
-            return
-        fi
-        echo "VTX-TEST $name task set moved during attempt $attempt, again"
-        mv "$dir/after.pids" "$dir/before.pids"
-    done
-    check "$name task set held still for one of 3 pidlist runs" false
-}
-
 guest_checks L2 "$L2_DIR" "$QEMU_PID" "$L2_RAM" "$L2_CHAN" "$L2_QMP"
-
-# The tools in L1 (VTX_BINARIES): they start, and read the first guest with the soft backend (the
-# first run builds the profile from /l2/vmlinuz + /l2/kallsyms).
-if [ -x $IMEE_BIN/pidlist ]; then
-    $IMEE_BIN/pidlist --help > /run/imee/help.txt 2>&1
-    rc=$?
-    check "pidlist --help (exit $rc: $(head -n 1 /run/imee/help.txt))" '[ $rc -eq 0 ] && grep -q "^usage: pidlist" /run/imee/help.txt'
-    tool_matches L2 "$L2_DIR" "$QEMU_PID" "$L2_CHAN"
-    tool_matches "L2 (kernel backend)" "$L2_DIR" "$QEMU_PID" "$L2_CHAN" kernel
-else
-    echo "VTX-TEST note: no $IMEE_BIN/pidlist (VTX_BINARIES), tool checks not run"
-fi
 
 if [ "${L2_COUNT:-1}" = 2 ]; then
     guest_checks L2B "$L2B_DIR" "$QEMU_PID_B" "$L2B_RAM" "$L2B_CHAN" "$L2B_QMP"
@@ -90,15 +42,20 @@ if [ "${L2_COUNT:-1}" = 2 ]; then
         # /init spawned 3 tasks in the clone: they tell the guests apart
         check "L2B (clone) has tasks L2 has not" '! cmp -s "$L2_DIR/tasks.txt" "$L2B_DIR/tasks.txt" && [ "$(grep -c " extra-[0-9]*$" "$L2B_DIR/tasks.txt")" -eq 3 ]'
     fi
-    [ -x $IMEE_BIN/pidlist ] && tool_matches L2B "$L2B_DIR" "$QEMU_PID_B" "$L2B_CHAN"
 fi
 
 # The kernel backend's tests: the same test binaries as on the host, here with the patched
 # kvm-intel: the kernel ImEE's own tests on synthetic targets (imee_unit_tests) and the live tests
 # against the guests with IMEE_TOOL_BACKEND=kernel (imee_live_tests). IMEE_REQUIRE_KERNEL=1:
 # a missing kernel backend fails them instead of skipping them.
-KERNEL_UNIT_TESTS='EptLogic.*:KernelImee.*:Levels/KvmBackendTest.FourKilobyte*4level_kernel:Levels/KvmBackendTest.LargePages*4level_kernel:Levels/KvmBackendTest.FaultsMatch*4level_kernel'
-KERNEL_LIVE_TESTS='LiveKernel.Activation*'
+KERNEL_UNIT_TESTS='EptLogic.*:KernelImee.*:Levels/KvmBackendTest.*4level_kernel-KernelImee.HostileAgent*:KernelImee.HostRemaps*'
+# The tests with a hand-built vCPU (FlatAgent) run last: a problem of the emulated CPU with such
+# a vCPU (their first version, without CPUID, stopped L1) must not hide the other results.
+KERNEL_HAND_BUILT_TESTS='KernelImee.HostileAgent*:KernelImee.HostRemaps*'
+# Tools through the kernel backend vs the guest's own view, 10,000 random reads vs the software
+# walk, blind spot, retarget, consistency. (Text output and tools-vs-soft run on the host only:
+# they do not depend on the backend beyond what these check, and L1's time is scarce.)
+KERNEL_LIVE_TESTS='LiveKernel.*:Guests/LiveTools.*Matches*/4level:Guests/LiveKvm.Random*/4level:Guests/LiveKvm.ReadingTheAgentsOwnHome*/4level:Guests/LiveConsistency.*/4level'
 run_gtest() {  # run_gtest NAME BINARY FILTER: streams its output (a hang shows how far it got)
     name=$1 bin=$2 filter=$3
     echo "VTX-TEST $name: start"
@@ -119,12 +76,15 @@ if [ -x $IMEE_BIN/imee_unit_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
         check "$(basename $dir) kallsyms rebased to _text $text" 'grep -q "^${text#0x} T _text$" "$dir/kallsyms"'
     done
     ln -sfn "$L2_DIR" /run/lab/l4
+    # Bochs sets guest A/D bits through read-only EPT entries (tests/support/ram_diff.hpp): the
+    # RAM checks allow exactly that change here and report how often it happened.
+    export IMEE_CPU_WRITES_AD_THROUGH_READONLY_EPT=1
     export IMEE_TOOL_BACKEND=kernel IMEE_REQUIRE_KERNEL=1 IMEE_LAB_LEVELS=4 IMEE_LAB_ROOT=/run/lab \
         IMEE_LAB_KERNEL="$L2_VMLINUZ" IMEE_LAB_SCRIPT=/tests/lab-shim.sh IMEE_TOOLS_DIR=$IMEE_BIN \
         IMEE_LAB_SECOND=${L2B_DIR:-} IMEE_CONSISTENCY_SECONDS=${IMEE_CONSISTENCY_SECONDS:-1}
-    # The tests seen passing here so far (kernel/README.md, "Open", has what is not yet).
     run_gtest kernel-unit $IMEE_BIN/imee_unit_tests "$KERNEL_UNIT_TESTS"
     run_gtest kernel-live $IMEE_BIN/imee_live_tests "$KERNEL_LIVE_TESTS"
+    run_gtest kernel-hand-built $IMEE_BIN/imee_unit_tests "$KERNEL_HAND_BUILT_TESTS"
 else
     check "the test binaries are in L1 ($IMEE_BIN: VTX_BINARIES)" false
 fi
