@@ -20,6 +20,8 @@
 #                     in L1 (debug info stripped) with every shared library ldd names (at their
 #                     host paths)
 #   VTX_DATA_FILES    space-separated files copied to /opt/imee/share/ in L1
+#   VTX_TEST_ENV      space-separated NAME=VALUE words exported to the test run in L1 (e.g.
+#                     "IMEE_TEARDOWN_CYCLES=1000 IMEE_CONSISTENCY_SECONDS=10" for the long runs)
 #   VTX_LAB_BUILD_DIR where tests/lab/build-lab.sh builds (default: OUTDIR/lab)
 #   VTX_L1_MEM        L1 RAM in MiB (default 768)   VTX_L2_MEM  L2 RAM in MiB (default 128)
 #   VTX_L2_COUNT      L2 guests: 2 (default; the second one is L2B, in /run/l2b) or 1
@@ -52,6 +54,7 @@ L2_MEM=${VTX_L2_MEM:-128}
 L2_COUNT=${VTX_L2_COUNT:-2}
 L2B_MODE=${VTX_L2B_MODE:-clone}
 L2B_MEM=${VTX_L2B_MEM:-96}
+TEST_ENV=${VTX_TEST_ENV:-}
 BINARIES=${VTX_BINARIES:-}
 DATA_FILES=${VTX_DATA_FILES:-}
 case $L2_COUNT in 1|2) ;; *) die "VTX_L2_COUNT must be 1 or 2" ;; esac
@@ -161,6 +164,7 @@ while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type 
 # any change here forces a rebuild even when no input file is newer (e.g. a binary dropped)
 conf="L2_MEM=$L2_MEM L2_TIMEOUT=$L2_TIMEOUT L2_COUNT=$L2_COUNT L2B_MODE=$L2B_MODE L2B_MEM=$L2B_MEM"
 conf+=" MODDIR=$MODDIR TESTS=$TESTS_DIR KALLSYMS=$KALLSYMS BINARIES=$BINARIES DATA=$DATA_FILES"
+conf+=" TEST_ENV=$TEST_ENV"
 
 # copy_libs BIN STAGE: every shared library ldd names for BIN, at its host path under STAGE
 # (the dynamic loader then finds them as on the host)
@@ -224,6 +228,10 @@ L2B_MEM=$L2B_MEM
 KVER=$KVER
 MODULES_FROM='$MODDIR'
 EOF
+    for kv in $TEST_ENV; do
+        [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.,:/-]*$ ]] || die "VTX_TEST_ENV: not NAME=VALUE: $kv"
+        echo "export $kv" >> "$S/etc/vtx-lab.conf"
+    done
     echo "root:x:0:0:root:/:/bin/sh" > "$S/etc/passwd"
     (cd "$S" && find . -print0 | LC_ALL=C sort -z |
         cpio --null -o -H newc --quiet --reproducible) | zstd -q -10 -c > "$OUT/l1-initramfs.cpio.zst.tmp"
