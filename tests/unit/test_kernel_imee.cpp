@@ -537,6 +537,34 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
     put(5 * kPage + 16, 0xc0000005u);
   }
 
+  // Copy-on-write: after a fork the page is shared; the VMM's next write gives it a new page while
+  // the old one lives on in the child, a page the target no longer owns. The ImEE must follow.
+  EXPECT_EQ(agent.load(at), 0xc0000005u);  // the ImEE maps the page now
+  const std::uint64_t shared_pfn = pfn(mem + 5 * kPage);
+  int hold[2];
+  ASSERT_EQ(::pipe(hold), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // keeps the old page alive until the parent is done
+    ::close(hold[1]);
+    char c;
+    (void)!::read(hold[0], &c, 1);
+    _exit(0);
+  }
+  put(5 * kPage + 16, 0xe0000005u);  // breaks the sharing
+  const std::uint64_t own_pfn = pfn(mem + 5 * kPage);
+  EXPECT_EQ(agent.load(at), 0xe0000005u)
+      << "after copy-on-write: the VMM's new page, not the child's";
+  std::printf("copy-on-write: the target's page 0x%llx -> 0x%llx\n",
+              static_cast<unsigned long long>(shared_pfn),
+              static_cast<unsigned long long>(own_pfn));
+  if (shared_pfn != 0 && own_pfn != 0) {
+    EXPECT_NE(own_pfn, shared_pfn);
+  }
+  ::close(hold[1]);
+  ::waitpid(child, nullptr, 0);
+  ::close(hold[0]);
+
   // memslots: delete, re-create over other memory, move
   auto slot = [&](std::uint64_t gpa, std::uint64_t size, void* host) {
     kvm_userspace_memory_region r{};
