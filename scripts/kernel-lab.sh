@@ -13,7 +13,7 @@
 #   VTX_*                other knobs of tests/vtx-lab/build-vtx-lab.sh and run-vtx-lab.sh
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${1:-${IMEE_BUILD_DIR:-$repo/build}}
+build=$(realpath -m "${1:-${IMEE_BUILD_DIR:-$repo/build}}")  # absolute: the lab build needs it
 lab=${KERNEL_LAB_DIR:-$repo/build/vtx-lab}
 export VTX_TIMEOUT=${VTX_TIMEOUT:-3600}
 
