@@ -488,9 +488,9 @@ TEST_F(KernelImee, HostileAgentIsStoppedByTheEpt) {
 }
 
 // The host changes what backs the target's memory while an ImEE is live: pages dropped
-// (madvise DONTNEED), replaced (mmap MAP_FIXED), merged by KSM... every read shows what the
-// target holds now, never a page it no longer owns; memslots deleted, moved and re-created are
-// followed too.
+// (madvise DONTNEED), replaced (mmap MAP_FIXED, copy-on-write after a fork), protected
+// (mprotect), compacted: every read shows what the target holds now, never a page it no longer
+// owns; memslots deleted, moved and re-created are followed too. (KSM and swap are not covered.)
 TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
   constexpr std::uint64_t kTargetGpa = 64 * MiB, kBytes = 4 * MiB, kPage = 4096;
   auto* mem = static_cast<std::byte*>(
