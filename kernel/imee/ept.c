@@ -9,6 +9,8 @@
 #include <linux/mm.h>
 #include "ept.h"
 
+atomic_long_t imee_held_pages = ATOMIC_LONG_INIT(0);
+
 static u64 *imee_table_va(u64 entry)
 {
 	return __va(entry & IMEE_EPT_ADDR_MASK);
@@ -20,6 +22,7 @@ int imee_ept_init(struct imee_ept *ept)
 
 	if (!root)
 		return -ENOMEM;
+	atomic_long_inc(&imee_held_pages);
 	ept->root = page_address(root);
 	ept->nspare = 0;
 	ept->tables = 1;
@@ -37,12 +40,15 @@ static void imee_free_table(u64 *table, int level)
 						level - 1);
 	}
 	free_page((unsigned long)table);
+	atomic_long_dec(&imee_held_pages);
 }
 
 void imee_ept_destroy(struct imee_ept *ept)
 {
-	while (ept->nspare)
+	while (ept->nspare) {
 		__free_page(ept->spare[--ept->nspare]);
+		atomic_long_dec(&imee_held_pages);
+	}
 	if (ept->root)
 		imee_free_table(ept->root, IMEE_EPT_LEVELS);
 	ept->root = NULL;
@@ -61,6 +67,7 @@ int imee_ept_topup(struct imee_ept *ept)
 
 		if (!p)
 			return -ENOMEM;
+		atomic_long_inc(&imee_held_pages);
 		ept->spare[ept->nspare++] = p;
 	}
 	return 0;

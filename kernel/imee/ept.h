@@ -9,8 +9,12 @@
 #ifndef IMEE_EPT_H
 #define IMEE_EPT_H
 
+#include <linux/atomic.h>
 #include <linux/types.h>
 #include "ept_logic.h"
+
+/* Pages all ImEEs hold: EPT tables, spares, pinned local pages (kvm.imee_pages) */
+extern atomic_long_t imee_held_pages;
 
 struct page;
 

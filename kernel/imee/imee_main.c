@@ -27,11 +27,13 @@
 #include <linux/kvm_host.h>
 #include <linux/kvm_imee.h>
 #include <linux/mm.h>
+#include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/rculist.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
 #include <asm/msr.h>
@@ -51,6 +53,23 @@ module_param(imee_trace, bool, 0644);
 
 atomic_t kvm_imee_count = ATOMIC_INIT(0);
 EXPORT_SYMBOL_GPL(kvm_imee_count);
+
+/*
+ * Read-only counters for leak checks: kvm.imee_objects (ImEEs allocated and
+ * not yet freed) and kvm.imee_pages (imee_held_pages).
+ */
+static atomic_long_t imee_objects = ATOMIC_LONG_INIT(0);
+
+static int imee_get_counter(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(kp->arg));
+}
+
+static const struct kernel_param_ops imee_counter_ops = {
+	.get = imee_get_counter,
+};
+module_param_cb(imee_objects, &imee_counter_ops, &imee_objects, 0444);
+module_param_cb(imee_pages, &imee_counter_ops, &imee_held_pages, 0444);
 
 static LIST_HEAD(imee_list);		/* RCU; writers hold imee_list_lock */
 static DEFINE_SPINLOCK(imee_list_lock);
@@ -231,6 +250,7 @@ static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
 			unpin_user_page(page);
 			return r;
 		}
+		atomic_long_inc(&imee_held_pages);
 	}
 	imee_map(imee, gfn, page, perms);
 	return 1;
@@ -605,13 +625,16 @@ static void imee_free(struct imee *imee)
 	unsigned long gfn;
 
 	imee_ept_destroy(&imee->ept);
-	xa_for_each(&imee->pins, gfn, page)
+	xa_for_each(&imee->pins, gfn, page) {
 		unpin_user_page(page);
+		atomic_long_dec(&imee_held_pages);
+	}
 	xa_destroy(&imee->pins);
 	if (imee->target)
 		kvm_put_kvm(imee->target);
 	kvm_put_kvm(imee->shell);
 	kfree(imee);
+	atomic_long_dec(&imee_objects);
 }
 
 static int imee_release(struct inode *inode, struct file *filp)
@@ -752,6 +775,7 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 	imee = kzalloc(sizeof(*imee), GFP_KERNEL_ACCOUNT);
 	if (!imee)
 		goto put_shell;
+	atomic_long_inc(&imee_objects);
 	imee->shell = shell;
 	imee->vcpu = vcpu;
 	mutex_init(&imee->lock);

@@ -1,10 +1,19 @@
 // The kernel backend across two live guests (the VT-x lab's two L2 VMs): one ImEE retargeted
 // from one guest to the other and back, each time reading exactly what the software walk reads
-// in that guest; and the CR3 an activation reports is the target vCPU's. Runs in the VT-x lab
-// (IMEE_TOOL_BACKEND=kernel, IMEE_LAB_SECOND = the second guest's directory); skips elsewhere.
+// in that guest; the CR3 an activation reports is the target vCPU's; a guest page the host swaps
+// out under a live ImEE reads the same. Runs in the VT-x lab (IMEE_TOOL_BACKEND=kernel,
+// IMEE_LAB_SECOND = the second guest's directory); skips elsewhere.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include "imee/kvm_backend.hpp"
@@ -33,6 +42,15 @@ struct Guest {
   std::uint64_t home() const { return session.symbol("entry_SYSCALL_64"); }
 };
 
+#define REQUIRE_KERNEL_BACKEND()                                                        \
+  do {                                                                                  \
+    std::string why;                                                                    \
+    if (!KvmBackend::available(&why, true)) {                                           \
+      if (LabGuest::must_run()) FAIL() << why;                                          \
+      GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why; \
+    }                                                                                   \
+  } while (0)
+
 struct Pause {
   explicit Pause(const LabGuest& g) : dir(g.dir) {
     EXPECT_EQ(run(LabGuest::script() + " pause " + dir).status, 0);
@@ -60,11 +78,7 @@ void expect_reads_like_soft(KvmBackend& imee, Guest& g) {
 }
 
 TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
-  std::string why;
-  if (!KvmBackend::available(&why, true)) {
-    if (LabGuest::must_run()) FAIL() << why;
-    GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why;
-  }
+  REQUIRE_KERNEL_BACKEND();
   const std::string second = env_or("IMEE_LAB_SECOND", "");
   if (second.empty()) {
     if (LabGuest::must_run()) FAIL() << "IMEE_LAB_SECOND (the second guest) is not set";
@@ -94,11 +108,7 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
 }
 
 TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
-  std::string why;
-  if (!KvmBackend::available(&why, true)) {
-    if (LabGuest::must_run()) FAIL() << why;
-    GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why;
-  }
+  REQUIRE_KERNEL_BACKEND();
   Guest g(LabGuest::get(4));
   KvmBackend imee(g.target.ram(), g.session.kernel_space(), g.home(), g.vm());
   std::vector<std::byte> buf(64);
@@ -117,6 +127,90 @@ TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
   Expected<Translation> got = translate(g.target.ram(), current, text);
   ASSERT_TRUE(want && got) << std::hex << vcpu.cr3;
   EXPECT_EQ(got->gpa, want->gpa);
+}
+
+// Where QEMU (pid) maps the guest's RAM file `ram` (a canonical path, as /proc/PID/maps shows
+// it): the host address of `gpa` (0 if not found).
+std::uint64_t qemu_hva(int pid, const std::string& ram, std::uint64_t gpa) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() < ram.size() || line.compare(line.size() - ram.size(), ram.size(), ram) != 0)
+      continue;
+    std::uint64_t start = 0, end = 0, offset = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %*s %lx", &start, &end, &offset) == 3 && gpa >= offset &&
+        gpa - offset < end - start)
+      return start + (gpa - offset);
+  }
+  return 0;
+}
+
+bool qemu_maps_page(int pid, std::uint64_t hva) {  // /proc/PID/pagemap's present bit
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY);
+  std::uint64_t entry = 0;
+  const bool ok = fd >= 0 && ::pread(fd, &entry, 8, static_cast<off_t>(hva / 4096 * 8)) == 8;
+  if (fd >= 0) ::close(fd);
+  return ok && (entry >> 63) != 0;
+}
+
+// L1 swaps a page of the live guest out from under a live ImEE: process_madvise(MADV_PAGEOUT)
+// into the guest's QEMU (zram swap in the lab). The guest is paused, so only the ImEE's own read
+// can bring the page back: it must, with the same bytes. L2's RAM is in 2 MiB pages: the first
+// pageout may only split the huge page and unmap it from QEMU, another host change the ImEE must
+// follow; the ImEE's read maps it back in 4 KiB, and the next pageout swaps it.
+TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
+  REQUIRE_KERNEL_BACKEND();
+  std::ifstream swaps("/proc/swaps");
+  std::string header, device;
+  std::getline(swaps, header);
+  if (!(swaps >> device)) {
+    if (LabGuest::must_run()) FAIL() << "no swap: the VT-x lab's run.sh sets up zram swap";
+    GTEST_SKIP() << "needs swap in the host";
+  }
+  Guest g(LabGuest::get(4));
+  const int qemu = std::stoi(g.lab.qemu_pid());
+  Pause paused(g.lab);
+  KvmBackend imee(g.target.ram(), g.session.kernel_space(), g.home(), g.vm());
+  const std::uint64_t va = g.session.symbol("linux_banner");
+  const Expected<Translation> t = g.soft.translate(g.session.kernel_space(), va);
+  ASSERT_TRUE(t);
+  const std::uint64_t gpa = t->gpa & ~0xfffull;
+  std::vector<std::byte> banner(64), again(64);
+  ASSERT_TRUE(imee.read(g.session.kernel_space(), va, banner).ok());
+  ASSERT_EQ(std::memcmp(banner.data(), "Linux version ", 14), 0);
+
+  // This process maps the RAM file too (the software walk): pageout leaves pages that two
+  // processes map alone, so this one lets go of the page. mincore() here then says whether the
+  // page is still in memory at all.
+  auto* ours = const_cast<std::byte*>(g.target.ram().host(gpa, 4096));
+  ASSERT_NE(ours, nullptr);
+  ASSERT_EQ(::madvise(ours, 4096, MADV_DONTNEED), 0);
+  auto in_memory = [&] {
+    unsigned char v = 0;
+    return ::mincore(ours, 4096, &v) == 0 && (v & 1) != 0;
+  };
+  const std::uint64_t hva = qemu_hva(qemu, std::filesystem::canonical(g.lab.ram()), gpa);
+  ASSERT_NE(hva, 0u) << "QEMU does not map " << g.lab.ram();
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, qemu, 0));
+  ASSERT_GE(pidfd, 0) << std::strerror(errno);
+  bool swapped = false;
+  for (int attempt = 0; attempt < 4 && !swapped; ++attempt) {
+    iovec page{reinterpret_cast<void*>(hva), 4096};
+    ASSERT_EQ(::syscall(SYS_process_madvise, pidfd, &page, 1, MADV_PAGEOUT, 0), 4096)
+        << std::strerror(errno);
+    swapped = !in_memory();
+    const bool mapped = qemu_maps_page(qemu, hva);
+    std::printf("pageout %d: the page is %s, %s by QEMU\n", attempt,
+                swapped ? "in swap" : "in memory", mapped ? "mapped" : "NOT mapped");
+    if (swapped) {
+      EXPECT_FALSE(mapped);
+    }
+    ASSERT_TRUE(imee.read(g.session.kernel_space(), va, again).ok());
+    EXPECT_EQ(again, banner) << "after pageout " << attempt;
+    EXPECT_TRUE(in_memory() && qemu_maps_page(qemu, hva))
+        << "the ImEE's read (the guest is paused) brought the page back";
+  }
+  ::close(pidfd);
+  EXPECT_TRUE(swapped) << "the page never left memory";
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -42,6 +43,9 @@ constexpr std::uint64_t kHomeGpa = 4 * MiB;
 constexpr std::uint64_t kDataVa = 0xffff888000000000ull;
 constexpr std::uint64_t kDataGpa = 8 * MiB;
 constexpr std::uint64_t kLocalGpa = 1ull << 39;  // the test shells' memory
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1 (uapi asm-generic/mman-common.h); glibc 2.36 lacks it
+#endif
 
 #define REQUIRE_KERNEL_IMEE()                                                           \
   do {                                                                                  \
@@ -487,30 +491,63 @@ TEST_F(KernelImee, HostileAgentIsStoppedByTheEpt) {
   EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_DONE));
 }
 
+// /proc/self/pagemap's entry for `p`: bit 63 present, bit 62 swapped, bits 0-54 the PFN.
+std::uint64_t pagemap_entry(const void* p) {
+  const Fd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  std::uint64_t entry = 0;
+  const auto at = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(p) / 4096 * 8);
+  return ::pread(pagemap.fd, &entry, 8, at) == 8 ? entry : 0;
+}
+std::uint64_t pfn_of(const void* p) {  // 0 if not present
+  const std::uint64_t e = pagemap_entry(p);
+  return (e >> 63) != 0 ? e & ((1ull << 55) - 1) : 0;
+}
+std::string read_line(const std::string& path) {
+  std::string v;
+  std::getline(std::ifstream(path), v);
+  return v;
+}
+bool write_line(const std::string& path, const std::string& v) {
+  std::ofstream out(path);
+  out << v << '\n';
+  out.flush();
+  return static_cast<bool>(out);
+}
+
 // The host changes what backs the target's memory while an ImEE is live: pages dropped
 // (madvise DONTNEED), replaced (mmap MAP_FIXED, copy-on-write after a fork), protected
-// (mprotect), compacted: every read shows what the target holds now, never a page it no longer
-// owns; memslots deleted, moved and re-created are followed too. (KSM and swap are not covered.)
+// (mprotect), compacted, swapped out (MADV_PAGEOUT), merged by KSM and split again, collapsed
+// into a huge page (each page copied, the old ones freed: what migration does): every read shows
+// what the target holds now, never a page it no longer owns; memslots deleted, moved and
+// re-created are followed too.
 TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
   constexpr std::uint64_t kTargetGpa = 64 * MiB, kBytes = 4 * MiB, kPage = 4096;
-  auto* mem = static_cast<std::byte*>(
-      ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  ASSERT_NE(mem, MAP_FAILED);
+  // 2 MiB aligned (the huge-page collapse below), in 4 KiB pages until then
+  auto* raw = static_cast<std::byte*>(::mmap(nullptr, kBytes + 2 * MiB, PROT_READ | PROT_WRITE,
+                                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(raw, MAP_FAILED);
+  auto* mem = reinterpret_cast<std::byte*>((reinterpret_cast<std::uintptr_t>(raw) + 2 * MiB - 1) &
+                                           ~(2 * MiB - 1));
+  if (mem != raw) ::munmap(raw, mem - raw);
+  ::munmap(mem + kBytes, raw + 2 * MiB - mem);
+  ASSERT_EQ(::madvise(mem, kBytes, MADV_NOHUGEPAGE), 0);
   auto put = [&](std::uint64_t off, std::uint32_t v) { std::memcpy(mem + off, &v, 4); };
   for (std::uint64_t off = 0; off < kBytes; off += kPage) put(off + 16, 0xa0000000u | off / kPage);
   Vm target(kvm_.fd, 1, kTargetGpa, mem, kBytes, false);
   FlatAgent agent(kvm_.fd, target.vm.fd, local_, kLocalBytes, kTargetGpa + kBytes - kPage);
   const std::uint32_t at = kTargetGpa + 5 * kPage + 16;
   constexpr std::uint64_t kNoGpa = 0x10000000ull | IMEE_FAULT_NO_GPA;
+  std::byte* const page5 = mem + 5 * kPage;
 
   EXPECT_EQ(agent.load(at), 0xa0000005u);
-  ASSERT_EQ(::madvise(mem + 5 * kPage, kPage, MADV_DONTNEED), 0);
+  ASSERT_EQ(::madvise(page5, kPage, MADV_DONTNEED), 0);
   EXPECT_EQ(agent.load(at), 0u) << "the page the ImEE mapped was dropped: it reads zeros now";
   put(5 * kPage + 16, 0xb0000005u);
   EXPECT_EQ(agent.load(at), 0xb0000005u) << "a new page was faulted in";
   void* again =
       ::mmap(mem, 2 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   ASSERT_EQ(again, static_cast<void*>(mem));
+  ASSERT_EQ(::madvise(mem, 2 * MiB, MADV_NOHUGEPAGE), 0);
   put(5 * kPage + 16, 0xc0000005u);
   EXPECT_EQ(agent.load(at), 0xc0000005u) << "the VMM mapped new memory at the same address";
   ASSERT_EQ(::mprotect(mem, 2 * MiB, PROT_NONE), 0);
@@ -518,18 +555,11 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
   ASSERT_EQ(::mprotect(mem, 2 * MiB, PROT_READ | PROT_WRITE), 0);
   EXPECT_EQ(agent.load(at), 0xc0000005u);
 
-  // Page migration: memory compaction moves movable pages; the page's PFN says whether it did.
-  auto pfn = [](const void* p) -> std::uint64_t {  // 0 if unknown
-    const Fd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
-    std::uint64_t entry = 0;
-    const auto at = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(p) / kPage * 8);
-    if (::pread(pagemap.fd, &entry, 8, at) != 8) return 0;
-    return entry & ((1ull << 55) - 1);
-  };
+  // Memory compaction moves movable pages; the page's PFN says whether it did.
   for (int round = 0; round < 3; ++round) {
-    const std::uint64_t before = pfn(mem + 5 * kPage);
-    std::ofstream("/proc/sys/vm/compact_memory") << "1\n";
-    const std::uint64_t after = pfn(mem + 5 * kPage);
+    const std::uint64_t before = pfn_of(page5);
+    write_line("/proc/sys/vm/compact_memory", "1");
+    const std::uint64_t after = pfn_of(page5);
     EXPECT_EQ(agent.load(at), 0xc0000005u) << "after compaction round " << round;
     std::printf("compaction round %d: the target's page %s (pfn 0x%llx -> 0x%llx)\n", round,
                 before == after ? "stayed" : "MOVED", static_cast<unsigned long long>(before),
@@ -537,10 +567,93 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
     put(5 * kPage + 16, 0xc0000005u);
   }
 
+  // Swap-out: the page the ImEE maps goes to swap; the ImEE's next read brings it back.
+  std::ifstream swaps("/proc/swaps");
+  std::string header, device;
+  std::getline(swaps, header);
+  if (swaps >> device) {
+    EXPECT_EQ(agent.load(at), 0xc0000005u);
+    bool out = false;
+    for (int attempt = 0; attempt < 3 && !out; ++attempt) {  // a page not yet on the LRU stays
+      ASSERT_EQ(::madvise(page5, kPage, MADV_PAGEOUT), 0) << std::strerror(errno);
+      out = ((pagemap_entry(page5) >> 62) & 1) != 0;
+      if (!out) write_line("/proc/sys/vm/compact_memory", "1");  // drains the LRU caches
+    }
+    std::printf("swap-out (%s): the target's page is %s\n", device.c_str(),
+                out ? "in swap" : "STILL RESIDENT");
+    EXPECT_TRUE(out) << "MADV_PAGEOUT did not swap the target's page out";
+    EXPECT_EQ(agent.load(at), 0xc0000005u) << "read through the ImEE after the swap-out";
+    EXPECT_NE(pfn_of(page5), 0u) << "the ImEE's read swapped the page back in";
+  } else if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) {
+    ADD_FAILURE() << "no swap: the VT-x lab sets up zram swap for this test";
+  } else {
+    std::printf("swap-out not exercised: this machine has no swap\n");
+  }
+
+  // KSM: two identical pages merged into one shared page, the sharing broken by a write, the
+  // merge undone.
+  const std::string ksm = "/sys/kernel/mm/ksm/";
+  if (::access((ksm + "run").c_str(), W_OK) == 0) {
+    std::byte* const page7 = mem + 7 * kPage;
+    std::memset(page7, 0x5a, 2 * kPage);  // pages 7 and 8
+    const std::uint32_t at7 = at + 2 * kPage, at8 = at + 3 * kPage;
+    EXPECT_EQ(agent.load(at7), 0x5a5a5a5au);
+    EXPECT_EQ(agent.load(at8), 0x5a5a5a5au);
+    ASSERT_EQ(::madvise(page7, 2 * kPage, MADV_MERGEABLE), 0) << std::strerror(errno);
+    const std::string sleep_ms = read_line(ksm + "sleep_millisecs");
+    const std::string to_scan = read_line(ksm + "pages_to_scan");
+    ASSERT_TRUE(write_line(ksm + "sleep_millisecs", "0") &&
+                write_line(ksm + "pages_to_scan", "1000") && write_line(ksm + "run", "1"));
+    const auto start = std::chrono::steady_clock::now();
+    while ((pfn_of(page7) == 0 || pfn_of(page7) != pfn_of(page7 + kPage)) &&
+           std::chrono::steady_clock::now() - start < std::chrono::seconds(10))
+      ::usleep(1000);
+    const bool merged = pfn_of(page7) != 0 && pfn_of(page7) == pfn_of(page7 + kPage);
+    std::printf("KSM: pages 7 and 8 %s (pfn 0x%llx, 0x%llx; %s full scans)\n",
+                merged ? "merged" : "NOT MERGED", static_cast<unsigned long long>(pfn_of(page7)),
+                static_cast<unsigned long long>(pfn_of(page7 + kPage)),
+                read_line(ksm + "full_scans").c_str());
+    EXPECT_TRUE(merged) << "ksmd did not merge two identical pages within 10 s";
+    EXPECT_EQ(agent.load(at7), 0x5a5a5a5au) << "merged";
+    EXPECT_EQ(agent.load(at8), 0x5a5a5a5au) << "merged";
+    put(7 * kPage + 16, 0xf0000007u);  // copy-on-write: page 7 gets its own page again
+    EXPECT_EQ(agent.load(at7), 0xf0000007u) << "page 7 after the write broke the sharing";
+    EXPECT_EQ(agent.load(at8), 0x5a5a5a5au) << "page 8, still the KSM page";
+    write_line(ksm + "run", "2");  // unmerge everything and stop
+    EXPECT_EQ(agent.load(at8), 0x5a5a5a5au) << "page 8 after the unmerge";
+    write_line(ksm + "sleep_millisecs", sleep_ms);
+    write_line(ksm + "pages_to_scan", to_scan);
+    write_line(ksm + "run", "0");
+  } else if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) {
+    ADD_FAILURE() << "no KSM control (" << ksm << "run)";
+  }
+
+  // Huge-page collapse of the second 2 MiB: every page is copied into a new huge page and the
+  // old ones are freed; the ImEE must read the copies.
+  {
+    std::byte* const half = mem + 2 * MiB;
+    const std::uint32_t at2 = kTargetGpa + 2 * MiB + 5 * kPage + 16;
+    EXPECT_EQ(agent.load(at2), 0xa0000000u | (512 + 5));
+    const std::uint64_t before = pfn_of(half + 5 * kPage);
+    ASSERT_EQ(::madvise(half, 2 * MiB, MADV_HUGEPAGE), 0);
+    int r = -1;
+    for (int attempt = 0; attempt < 3 && r != 0; ++attempt) {  // EAGAIN, or no free huge page yet
+      r = ::madvise(half, 2 * MiB, MADV_COLLAPSE);
+      if (r != 0) write_line("/proc/sys/vm/compact_memory", "1");
+    }
+    EXPECT_EQ(r, 0) << "MADV_COLLAPSE: " << std::strerror(errno);
+    const std::uint64_t after = pfn_of(half + 5 * kPage);
+    std::printf("huge-page collapse: the target's page 0x%llx -> 0x%llx\n",
+                static_cast<unsigned long long>(before), static_cast<unsigned long long>(after));
+    EXPECT_NE(after, before) << "the collapse copied the page";
+    EXPECT_EQ(agent.load(at2), 0xa0000000u | (512 + 5)) << "after the collapse";
+    EXPECT_EQ(agent.load(at2 + 300 * kPage), 0xa0000000u | (512 + 305)) << "after the collapse";
+  }
+
   // Copy-on-write: after a fork the page is shared; the VMM's next write gives it a new page while
   // the old one lives on in the child, a page the target no longer owns. The ImEE must follow.
   EXPECT_EQ(agent.load(at), 0xc0000005u);  // the ImEE maps the page now
-  const std::uint64_t shared_pfn = pfn(mem + 5 * kPage);
+  const std::uint64_t shared_pfn = pfn_of(page5);
   int hold[2];
   ASSERT_EQ(::pipe(hold), 0);
   const pid_t child = ::fork();
@@ -552,7 +665,7 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
     _exit(0);
   }
   put(5 * kPage + 16, 0xe0000005u);  // breaks the sharing
-  const std::uint64_t own_pfn = pfn(mem + 5 * kPage);
+  const std::uint64_t own_pfn = pfn_of(page5);
   EXPECT_EQ(agent.load(at), 0xe0000005u)
       << "after copy-on-write: the VMM's new page, not the child's";
   std::printf("copy-on-write: the target's page 0x%llx -> 0x%llx\n",
@@ -629,6 +742,14 @@ TEST_F(KernelImee, TargetExitEndsTheSessionCleanly) {
   }
 }
 
+// kvm.imee_objects / kvm.imee_pages: what live ImEEs hold (kernel/imee/imee_main.c)
+std::int64_t kvm_counter(const char* name) {
+  std::ifstream in(std::string("/sys/module/kvm/parameters/") + name);
+  std::int64_t v = -1;
+  if (!(in >> v)) ADD_FAILURE() << "no counter /sys/module/kvm/parameters/" << name;
+  return v;
+}
+
 std::uint64_t meminfo_kb(const char* field) {
   std::ifstream in("/proc/meminfo");
   std::string name;
@@ -643,7 +764,7 @@ std::uint64_t meminfo_kb(const char* field) {
 // Launch, use and close ImEEs many times (the fds in every order): kernel memory comes back.
 TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
   const int cycles =
-      std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 200;
+      std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 100;
   auto cycle = [&](int i) {
     auto s = std::make_unique<Vm>(kvm_.fd, 1, kLocalGpa, local_, kLocalBytes, false);
     auto imee = std::make_unique<Fd>();
@@ -652,6 +773,10 @@ TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
     a.version = IMEE_VERSION;
     a.mode = IMEE_ACTIVATE_BATCH;
     ASSERT_EQ(::ioctl(imee->fd, IMEE_ACTIVATE, &a), 0);  // runs until its first fault
+    if (i == 0) {  // the counters the leak check compares do count
+      EXPECT_GE(kvm_counter("imee_objects"), 1);
+      EXPECT_GE(kvm_counter("imee_pages"), 1) << "the EPT root at least";
+    }
     switch (i % 3) {  // close order: ImEE then shell; shell then ImEE (still usable); scope end
       case 0:
         imee.reset();
@@ -668,17 +793,25 @@ TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
   };
   for (int i = 0; i < 20; ++i) cycle(i);  // warm caches and slabs
   const std::uint64_t slab = meminfo_kb("Slab"), avail = meminfo_kb("MemAvailable");
+  const std::int64_t objects = kvm_counter("imee_objects"), pages = kvm_counter("imee_pages");
   for (int i = 0; i < cycles; ++i) cycle(i);
   const std::int64_t slab_growth =
       static_cast<std::int64_t>(meminfo_kb("Slab")) - static_cast<std::int64_t>(slab);
   const std::int64_t avail_drop =
       static_cast<std::int64_t>(avail) - static_cast<std::int64_t>(meminfo_kb("MemAvailable"));
-  std::printf("%d launch/teardown cycles: Slab %+lld kB, MemAvailable %+lld kB\n", cycles,
-              static_cast<long long>(slab_growth), static_cast<long long>(-avail_drop));
+  std::printf(
+      "%d launch/teardown cycles: ImEEs %lld -> %lld, ImEE pages %lld -> %lld, Slab %+lld kB, "
+      "MemAvailable %+lld kB\n",
+      cycles, static_cast<long long>(objects), static_cast<long long>(kvm_counter("imee_objects")),
+      static_cast<long long>(pages), static_cast<long long>(kvm_counter("imee_pages")),
+      static_cast<long long>(slab_growth), static_cast<long long>(-avail_drop));
   RecordProperty("teardown_cycles", cycles);
-  // An ImEE's kernel objects come from slabs and pages (EPT tables, its struct): a leak of even
-  // one object per cycle would show in Slab. MemAvailable is reported, not judged: the lab's
-  // guests run beside the test and move it by megabytes.
+  // The module counts what ImEEs hold (their structs; EPT tables and pinned pages): exactly what
+  // was there before. Slab also holds the shells' KVM objects (a leaked vCPU is ~10 kB).
+  // MemAvailable is reported, not judged: the lab's guests run beside the test and move it by
+  // megabytes.
+  EXPECT_EQ(kvm_counter("imee_objects"), objects) << "ImEEs leaked";
+  EXPECT_EQ(kvm_counter("imee_pages"), pages) << "pages leaked";
   EXPECT_LT(slab_growth, cycles * 4 / 2 + 512);
 }
 

@@ -32,7 +32,7 @@ constexpr std::uint64_t P = PageTableBuilder::P, A = PageTableBuilder::A, U = Pa
                         NX = PageTableBuilder::NX, D = pte::kDirty;
 
 // The synthetic target's layout. Data lives above 16 MiB; the builder's tables below.
-constexpr std::uint64_t kRam = 64 * MiB;
+constexpr std::uint64_t kRam = 48 * MiB;  // above every GPA below (42 MiB); each MiB costs L1 time
 constexpr std::uint64_t kHomeVa = 0xffffffff81000000ull;  // kernel text, one 2 MiB page
 constexpr std::uint64_t kHomeGpa = 16 * MiB;
 constexpr std::uint64_t k4kVa = 0xffff888000000000ull;  // 64 scattered 4 KiB pages, some holes

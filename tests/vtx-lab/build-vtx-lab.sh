@@ -100,10 +100,12 @@ fi
 KPKG=$(cat "$LABDIR/kernel.version")
 KVER=${KPKG#linux-image-}
 
-# ---------------------------------------------------------------- stock KVM modules (cached)
+# ---------------------------------------------------------------- stock modules (cached)
+# KVM's, and zram's: swap in L1 for the host-remap test (its pages swapped out)
 STOCK=$CACHE/$KPKG-kvm
-if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/irqbypass.ko" ]; then
-    say "fetching KVM modules of $KPKG"
+if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/irqbypass.ko" ] ||
+    [ ! -s "$STOCK/zram.ko" ]; then
+    say "fetching KVM and zram modules of $KPKG"
     tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
     chmod 755 "$tmp"   # apt's _apt user must be able to write the .deb
     # shellcheck disable=SC2064
@@ -112,10 +114,12 @@ if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/
     debs=("$tmp"/*.deb)
     mkdir -p "$tmp/x"
     dpkg-deb --fsys-tarfile "${debs[0]}" | tar -x -C "$tmp/x" --wildcards \
-        "./lib/modules/$KVER/kernel/arch/x86/kvm/*" "./lib/modules/$KVER/kernel/virt/lib/irqbypass.ko"
+        "./lib/modules/$KVER/kernel/arch/x86/kvm/*" "./lib/modules/$KVER/kernel/virt/lib/irqbypass.ko" \
+        "./lib/modules/$KVER/kernel/drivers/block/zram/zram.ko" "./lib/modules/$KVER/kernel/mm/zsmalloc.ko"
     m=$tmp/x/lib/modules/$KVER/kernel
-    rm -rf "$STOCK"; mkdir -p "$STOCK.tmp"
-    cp "$m/arch/x86/kvm/kvm.ko" "$m/arch/x86/kvm/kvm-intel.ko" "$m/virt/lib/irqbypass.ko" "$STOCK.tmp/"
+    rm -rf "$STOCK" "$STOCK.tmp"; mkdir -p "$STOCK.tmp"
+    cp "$m/arch/x86/kvm/kvm.ko" "$m/arch/x86/kvm/kvm-intel.ko" "$m/virt/lib/irqbypass.ko" \
+        "$m/drivers/block/zram/zram.ko" "$m/mm/zsmalloc.ko" "$STOCK.tmp/"
     mv "$STOCK.tmp" "$STOCK"
     rm -rf "$tmp"; trap - EXIT
 fi
@@ -156,7 +160,7 @@ fi
 # ---------------------------------------------------------------- L1 initramfs
 QEMU=/usr/bin/qemu-system-x86_64
 inputs=("$0" "$HERE/l1/init" "$LABDIR/vmlinuz" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
-        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$QEMU" /bin/busybox "$KALLSYMS")
+        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$STOCK/zram.ko" "$QEMU" /bin/busybox "$KALLSYMS")
 # shellcheck disable=SC2206  # space-separated lists by design
 inputs+=($BINARIES $DATA_FILES)
 while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type f -print0)
@@ -184,7 +188,7 @@ if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
     say "building L1 initramfs"
     S=$OUT/stage
     rm -rf "$S"
-    mkdir -p "$S"/{bin,sbin,usr/bin,usr/share/qemu,dev,proc,sys,tmp,run,etc,lib/modules/kvm,l2,tests}
+    mkdir -p "$S"/{bin,sbin,usr/bin,usr/share/qemu,dev,proc,sys,tmp,run,etc,lib/modules/{kvm,swap},l2,tests}
     chmod 1777 "$S/tmp"
     cp /bin/busybox "$S/bin/busybox"
     for a in $(/bin/busybox --list); do
@@ -195,6 +199,8 @@ if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
     cp "$IRQBYPASS" "$S/lib/modules/kvm/01-irqbypass.ko"
     cp "$MODDIR/kvm.ko" "$S/lib/modules/kvm/02-kvm.ko"
     cp "$MODDIR/kvm-intel.ko" "$S/lib/modules/kvm/03-kvm-intel.ko"
+    cp "$STOCK/zsmalloc.ko" "$S/lib/modules/swap/01-zsmalloc.ko"
+    cp "$STOCK/zram.ko" "$S/lib/modules/swap/02-zram.ko"
     # QEMU + its shared libraries at their host paths
     cp "$QEMU" "$S/usr/bin/"
     copy_libs "$QEMU" "$S"
@@ -234,7 +240,7 @@ EOF
     done
     echo "root:x:0:0:root:/:/bin/sh" > "$S/etc/passwd"
     (cd "$S" && find . -print0 | LC_ALL=C sort -z |
-        cpio --null -o -H newc --quiet --reproducible) | zstd -q -10 -c > "$OUT/l1-initramfs.cpio.zst.tmp"
+        cpio --null -o -H newc --quiet --reproducible) | zstd -q -10 -T0 -c > "$OUT/l1-initramfs.cpio.zst.tmp"
     mv "$OUT/l1-initramfs.cpio.zst.tmp" "$OUT/l1-initramfs.cpio.zst"
     echo "$conf" > "$OUT/.initramfs.conf"
 fi

@@ -826,7 +826,8 @@ static void cmd_spawn(const char *arg)
 #define FLIP_TAG 0x50494c4645454d49ULL /* "IMEEFLIP" */
 static pid_t flipper;
 
-static void flipper_main(void)
+/* `ready` gets one byte once the control word and the first page are in place */
+static void flipper_main(int ready)
 {
     volatile uint64_t *ctl;
 
@@ -844,6 +845,11 @@ static void flipper_main(void)
         if (mremap(p, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)FLIP_VA) == MAP_FAILED)
             _exit(1);
         ctl[0] = g;
+        if (g == 1) {
+            if (write(ready, "r", 1) != 1)
+                _exit(1);
+            close(ready);
+        }
     }
 }
 
@@ -863,13 +869,34 @@ static void cmd_flip(const char *arg)
         return;
     }
     if (flipper <= 0) {
+        /* reply only once the flipper runs: an introspector may read its pages at once */
+        int ready[2];
+        char c;
+
+        if (pipe(ready) != 0) {
+            out("ERR pipe: %s\n", strerror(errno));
+            return;
+        }
         flipper = fork();
         if (flipper < 0) {
             out("ERR fork: %s\n", strerror(errno));
+            close(ready[0]);
+            close(ready[1]);
             return;
         }
-        if (flipper == 0)
-            flipper_main();
+        if (flipper == 0) {
+            close(ready[0]);
+            flipper_main(ready[1]);
+        }
+        close(ready[1]);
+        if (read(ready[0], &c, 1) != 1) {
+            close(ready[0]);
+            waitpid(flipper, NULL, 0);
+            flipper = 0;
+            out("ERR flipper did not start\n");
+            return;
+        }
+        close(ready[0]);
     }
     out("flip %d 0x%lx 0x%lx\n", (int)flipper, FLIP_VA, FLIP_CTL_VA);
 }
