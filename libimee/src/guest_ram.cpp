@@ -59,11 +59,11 @@ std::vector<RamRegion> qemu_ram_layout(MachineType machine, std::uint64_t ram_si
   return layout;
 }
 
-GuestRam GuestRam::open(const std::string& path, MachineType machine) {
+GuestRam GuestRam::open(const std::string& path, MachineType machine, Content content) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, "cannot open guest RAM: " + errno_text());
   try {
-    GuestRam ram = open_fd(fd, path, machine);
+    GuestRam ram = open_fd(fd, path, machine, content);
     ::close(fd);
     return ram;
   } catch (...) {
@@ -72,7 +72,7 @@ GuestRam GuestRam::open(const std::string& path, MachineType machine) {
   }
 }
 
-GuestRam GuestRam::open_fd(int fd, const std::string& name, MachineType machine) {
+GuestRam GuestRam::open_fd(int fd, const std::string& name, MachineType machine, Content content) {
   struct stat st {};
   if (fstat(fd, &st) != 0) fail(name, "cannot stat guest RAM: " + errno_text());
   if (st.st_size < static_cast<off_t>(4096))
@@ -89,18 +89,18 @@ GuestRam GuestRam::open_fd(int fd, const std::string& name, MachineType machine)
   const auto* base = static_cast<const unsigned char*>(map);
   const std::uint64_t file_size = ram.map_size_;
 
-  const bool elf = std::memcmp(base, ELFMAG, SELFMAG) == 0;
-  if (!elf) {
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, base, sizeof eh);
+  const bool core = content == Content::kRawOrCore && std::memcmp(base, ELFMAG, SELFMAG) == 0 &&
+                    eh.e_type == ET_CORE;
+  if (!core) {
     for (const RamRegion& region : qemu_ram_layout(machine, file_size))
       ram.add_region(region, file_size);
     return ram;
   }
   // An ELF core (QEMU dump-guest-memory): guest-physical layout comes from PT_LOAD p_paddr.
-  Elf64_Ehdr eh;
-  std::memcpy(&eh, base, sizeof eh);
-  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_type != ET_CORE ||
-      eh.e_phentsize != sizeof(Elf64_Phdr))
-    fail(name, "ELF file is not a 64-bit core dump of guest memory");
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr))
+    fail(name, "ELF core is not a 64-bit core dump of guest memory");
   if (eh.e_phoff > file_size || eh.e_phnum > (file_size - eh.e_phoff) / sizeof(Elf64_Phdr))
     fail(name, "truncated ELF core: program headers lie beyond the end of the file");
   for (unsigned i = 0; i < eh.e_phnum; ++i) {

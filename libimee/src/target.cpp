@@ -95,7 +95,7 @@ Target Target::open(const TargetSpec& spec) {
     throw Exception("cannot open QEMU's guest RAM through " + via + ": " + std::strerror(errno) +
                     " (this needs root or CAP_SYS_ADMIN)");
   try {
-    GuestRam ram = GuestRam::open_fd(fd, mapping.path, machine);
+    GuestRam ram = GuestRam::open_fd(fd, mapping.path, machine, GuestRam::Content::kRaw);
     ::close(fd);
     return Target(std::move(ram), pid, machine);
   } catch (...) {

@@ -138,10 +138,26 @@ TEST(GuestRamFiles, BadFilesAreRefusedClearly) {
   EXPECT_THROW(GuestRam::open("/nonexistent/ram", MachineType::kFlat), Exception);
   const TempFile tiny("abc");
   EXPECT_THROW(GuestRam::open(tiny.path(), MachineType::kFlat), Exception);
-  std::string not_core = elf_core(4096);
-  not_core[16] = ET_EXEC;  // an ELF, but not a core
-  const TempFile exec(not_core);
-  EXPECT_THROW(GuestRam::open(exec.path(), MachineType::kFlat), Exception);
+  std::string bad_headers = elf_core(4096);
+  bad_headers[54] = 40;  // e_phentsize: not an Elf64_Phdr
+  const TempFile bad(bad_headers);
+  EXPECT_THROW(GuestRam::open(bad.path(), MachineType::kFlat), Exception);
+}
+
+// RAM is the guest's to fill: a PVH-booted guest holds its kernel's ELF header (ET_EXEC) at GPA
+// 0, and live QEMU RAM may hold anything there, a core's header included.
+TEST(GuestRamFiles, RawRamMayBeginWithAnElfHeader) {
+  std::string exec = elf_core(4096);
+  exec[16] = ET_EXEC;
+  const TempFile f(exec);
+  const GuestRam ram = GuestRam::open(f.path(), MachineType::kFlat);
+  EXPECT_EQ(ram.total_size(), exec.size()) << "raw RAM: the whole file from GPA 0";
+  EXPECT_EQ(static_cast<char>(*ram.host(1, 1)), 'E');
+
+  const TempFile core(elf_core(4096));
+  const GuestRam live = GuestRam::open(core.path(), MachineType::kFlat, GuestRam::Content::kRaw);
+  EXPECT_EQ(live.total_size(), elf_core(4096).size());
+  EXPECT_EQ(static_cast<char>(*live.host(1, 1)), 'E');
 }
 
 }  // namespace

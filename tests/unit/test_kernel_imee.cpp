@@ -764,7 +764,7 @@ std::uint64_t meminfo_kb(const char* field) {
 // Launch, use and close ImEEs many times (the fds in every order): kernel memory comes back.
 TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
   const int cycles =
-      std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 100;
+      std::getenv("IMEE_TEARDOWN_CYCLES") ? std::atoi(std::getenv("IMEE_TEARDOWN_CYCLES")) : 50;
   auto cycle = [&](int i) {
     auto s = std::make_unique<Vm>(kvm_.fd, 1, kLocalGpa, local_, kLocalBytes, false);
     auto imee = std::make_unique<Fd>();

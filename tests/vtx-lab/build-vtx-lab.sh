@@ -81,6 +81,7 @@ have bochs-bin || need_pkgs+=(bochs)
 [ -e /usr/lib/ISOLINUX/isolinux.bin ] || need_pkgs+=(isolinux)
 [ -e /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need_pkgs+=(syslinux-common)
 have xorriso || need_pkgs+=(xorriso)
+have xz || need_pkgs+=(xz-utils)
 have cpio || need_pkgs+=(cpio)
 have zstd || need_pkgs+=(zstd)
 [ -x /usr/bin/qemu-system-x86_64 ] || need_pkgs+=(qemu-system-x86)
@@ -131,6 +132,22 @@ for ko in "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko"; do
     [ "$vm" = "$KVER" ] || die "$ko: vermagic '$vm' does not match the L1 kernel $KVER"
 done
 
+# ---------------------------------------------------------------- L2's kernel as an ELF (cached)
+# QEMU boots L2 from the uncompressed vmlinux (PVH entry, CONFIG_PVH): L2 then does not spend
+# Bochs time xz-decoding its bzImage, nor do the tools in L1 when they read its BTF. The xz
+# payload of the bzImage is the vmlinux.
+VMLINUX=$CACHE/$KPKG-vmlinux-$(md5sum < "$LABDIR/vmlinuz" | cut -c1-12)
+if [ ! -s "$VMLINUX" ]; then
+    off=$(LC_ALL=C grep -m1 -obUaP '\xfd7zXZ\x00' "$LABDIR/vmlinuz" | head -n1 | cut -d: -f1)
+    [ -n "$off" ] || die "$LABDIR/vmlinuz: no xz payload (not an xz-compressed bzImage?)"
+    tail -c +$((off + 1)) "$LABDIR/vmlinuz" > "$VMLINUX.xz"   # xz stops before the trailer
+    xz -dc --single-stream "$VMLINUX.xz" > "$VMLINUX.tmp" ||
+        die "$LABDIR/vmlinuz: its xz payload does not decompress"
+    rm -f "$VMLINUX.xz"
+    [ "$(head -c 4 "$VMLINUX.tmp")" = $'\177ELF' ] || die "$LABDIR/vmlinuz: its payload is not an ELF"
+    mv "$VMLINUX.tmp" "$VMLINUX"
+fi
+
 # ---------------------------------------------------------------- L2's kallsyms (cached per kernel build)
 # L1 cannot fetch L2's kallsyms over the channel: it moves ~1 KB per wall second (every byte is a
 # nested exit), and kallsyms is 3.9 MB. A kallsyms of the same kernel build from any boot serves
@@ -159,7 +176,7 @@ fi
 
 # ---------------------------------------------------------------- L1 initramfs
 QEMU=/usr/bin/qemu-system-x86_64
-inputs=("$0" "$HERE/l1/init" "$LABDIR/vmlinuz" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
+inputs=("$0" "$HERE/l1/init" "$VMLINUX" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
         "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$STOCK/zram.ko" "$QEMU" /bin/busybox "$KALLSYMS")
 # shellcheck disable=SC2206  # space-separated lists by design
 inputs+=($BINARIES $DATA_FILES)
@@ -219,7 +236,7 @@ if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
     # them in /usr/bin/../share/qemu as on the host.
     cp -L /usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin "$S/usr/share/qemu/"
     # L2 = the lab guest
-    cp "$LABDIR/vmlinuz" "$S/l2/vmlinuz"
+    cp "$VMLINUX" "$S/l2/vmlinux"
     cp "$LABDIR/initramfs.cpio.gz" "$S/l2/initramfs.cpio.gz"
     cp "$KALLSYMS" "$S/l2/kallsyms"
     cp "$OUT/labctl.static" "$S/bin/labctl"

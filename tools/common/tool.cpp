@@ -23,7 +23,7 @@ constexpr const char* kCommonUsage = R"(
 Target (one of):
   --pid PID          a running QEMU; its guest RAM backend is found through /proc
                      (needs share=on memory: memory-backend-file or memory-backend-memfd)
-  --ram FILE         a guest RAM file or a dump (raw, or an ELF core from dump-guest-memory)
+  --ram FILE         a guest RAM file or a dump (raw, or an ELF64 core from dump-guest-memory)
   --machine TYPE     RAM layout: flat, pc or q35 (default: from QEMU's command line; flat for files)
 Profile:
   --profile FILE     cached profile (JSON); built and written there if missing and the two below

@@ -34,11 +34,17 @@ class GuestRam {
  public:
   static constexpr std::size_t kMaxRegions = 4;
 
-  // Maps `path` read-only. An ELF core file (QEMU dump-guest-memory) is recognised and laid out by
-  // its PT_LOAD headers; any other file is raw RAM laid out by `machine`.
-  static GuestRam open(const std::string& path, MachineType machine);
+  // What a file may hold. QEMU's live RAM (its memory backend) is raw RAM, never sniffed: its
+  // first bytes are the guest's (a PVH-booted guest holds its kernel's ELF header at GPA 0). A
+  // file a user names may also be an ELF core (QEMU dump-guest-memory), recognised by its
+  // header: 64-bit, ET_CORE. It is laid out by its PT_LOAD headers; raw RAM by `machine`.
+  enum class Content { kRaw, kRawOrCore };
+
+  // Maps `path` read-only.
+  static GuestRam open(const std::string& path, MachineType machine,
+                       Content content = Content::kRawOrCore);
   // Maps an already open descriptor (e.g. /proc/PID/map_files/...); takes no ownership of fd.
-  static GuestRam open_fd(int fd, const std::string& name, MachineType machine);
+  static GuestRam open_fd(int fd, const std::string& name, MachineType machine, Content content);
   // Unowned view of memory laid out flat from GPA 0 (unit tests, synthetic targets).
   static GuestRam view(std::span<const std::byte> memory);
 

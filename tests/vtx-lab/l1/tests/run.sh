@@ -4,7 +4,7 @@
 #   L2_DIR QEMU_PID L2_RAM L2_CHAN (ttyS1 of L2) L2_QMP         the first guest (/run/l2)
 #   L2B_DIR QEMU_PID_B L2B_RAM L2B_CHAN L2B_QMP L2B_MODE          the second one (/run/l2b), if
 #                                                                L2_COUNT=2
-#   L2_VMLINUZ=/l2/vmlinuz L2_KALLSYMS=/l2/kallsyms IMEE_BIN=/opt/imee/bin
+#   L2_KERNEL=/l2/vmlinux L2_KALLSYMS=/l2/kallsyms IMEE_BIN=/opt/imee/bin
 # Exit 0 = pass. Output lines start with "VTX-TEST" (run-vtx-lab.sh echoes them).
 set -u
 err=0
@@ -80,7 +80,7 @@ if [ -x $IMEE_BIN/imee_unit_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
     # RAM checks allow exactly that change here and report how often it happened.
     export IMEE_CPU_WRITES_AD_THROUGH_READONLY_EPT=1
     export IMEE_TOOL_BACKEND=kernel IMEE_REQUIRE_KERNEL=1 IMEE_LAB_LEVELS=4 IMEE_LAB_ROOT=/run/lab \
-        IMEE_LAB_KERNEL="$L2_VMLINUZ" IMEE_LAB_SCRIPT=/tests/lab-shim.sh IMEE_TOOLS_DIR=$IMEE_BIN \
+        IMEE_LAB_KERNEL="$L2_KERNEL" IMEE_LAB_SCRIPT=/tests/lab-shim.sh IMEE_TOOLS_DIR=$IMEE_BIN \
         IMEE_LAB_SECOND=${L2B_DIR:-} IMEE_CONSISTENCY_SECONDS=${IMEE_CONSISTENCY_SECONDS:-0.3}
     # The unit tests use targets of their own, not the guests: paused, idle guests cost L1 no
     # time (running, one idle guest made the unit tests 10-25% slower in wall time)
