@@ -16,6 +16,7 @@
 #include <fstream>
 #include <optional>
 
+#include "../support/host_memory.hpp"
 #include "imee/kvm_backend.hpp"
 #include "imee/linux.hpp"
 #include "imee/session.hpp"
@@ -131,8 +132,8 @@ TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
 
 // Where QEMU (pid) maps the guest's RAM file `ram` (a canonical path, as /proc/PID/maps shows
 // it): the host address of `gpa` (0 if not found).
-std::uint64_t qemu_hva(int pid, const std::string& ram, std::uint64_t gpa) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+std::uint64_t qemu_hva(const std::string& pid, const std::string& ram, std::uint64_t gpa) {
+  std::ifstream maps("/proc/" + pid + "/maps");
   for (std::string line; std::getline(maps, line);) {
     if (line.size() < ram.size() || line.compare(line.size() - ram.size(), ram.size(), ram) != 0)
       continue;
@@ -144,14 +145,6 @@ std::uint64_t qemu_hva(int pid, const std::string& ram, std::uint64_t gpa) {
   return 0;
 }
 
-bool qemu_maps_page(int pid, std::uint64_t hva) {  // /proc/PID/pagemap's present bit
-  const int fd = ::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY);
-  std::uint64_t entry = 0;
-  const bool ok = fd >= 0 && ::pread(fd, &entry, 8, static_cast<off_t>(hva / 4096 * 8)) == 8;
-  if (fd >= 0) ::close(fd);
-  return ok && (entry >> 63) != 0;
-}
-
 // L1 swaps a page of the live guest out from under a live ImEE: process_madvise(MADV_PAGEOUT)
 // into the guest's QEMU (zram swap in the lab). The guest is paused, so only the ImEE's own read
 // can bring the page back: it must, with the same bytes. L2's RAM is in 2 MiB pages: the first
@@ -159,15 +152,12 @@ bool qemu_maps_page(int pid, std::uint64_t hva) {  // /proc/PID/pagemap's presen
 // follow; the ImEE's read maps it back in 4 KiB, and the next pageout swaps it.
 TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
   REQUIRE_KERNEL_BACKEND();
-  std::ifstream swaps("/proc/swaps");
-  std::string header, device;
-  std::getline(swaps, header);
-  if (!(swaps >> device)) {
+  if (active_swap().empty()) {
     if (LabGuest::must_run()) FAIL() << "no swap: the VT-x lab's run.sh sets up zram swap";
     GTEST_SKIP() << "needs swap in the host";
   }
   Guest g(LabGuest::get(4));
-  const int qemu = std::stoi(g.lab.qemu_pid());
+  const std::string qemu = g.lab.qemu_pid();
   Pause paused(g.lab);
   KvmBackend imee(g.target.ram(), g.session.kernel_space(), g.home(), g.vm());
   const std::uint64_t va = g.session.symbol("linux_banner");
@@ -190,15 +180,21 @@ TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
   };
   const std::uint64_t hva = qemu_hva(qemu, std::filesystem::canonical(g.lab.ram()), gpa);
   ASSERT_NE(hva, 0u) << "QEMU does not map " << g.lab.ram();
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, qemu, 0));
-  ASSERT_GE(pidfd, 0) << std::strerror(errno);
+  auto qemu_maps_it = [&] { return page_present(pagemap_entry(qemu, hva)); };
+  struct PidFd {
+    int fd;
+    ~PidFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } pidfd{static_cast<int>(::syscall(SYS_pidfd_open, std::stoi(qemu), 0))};
+  ASSERT_GE(pidfd.fd, 0) << std::strerror(errno);
   bool swapped = false;
   for (int attempt = 0; attempt < 4 && !swapped; ++attempt) {
     iovec page{reinterpret_cast<void*>(hva), 4096};
-    ASSERT_EQ(::syscall(SYS_process_madvise, pidfd, &page, 1, MADV_PAGEOUT, 0), 4096)
+    ASSERT_EQ(::syscall(SYS_process_madvise, pidfd.fd, &page, 1, MADV_PAGEOUT, 0), 4096)
         << std::strerror(errno);
     swapped = !in_memory();
-    const bool mapped = qemu_maps_page(qemu, hva);
+    const bool mapped = qemu_maps_it();
     std::printf("pageout %d: the page is %s, %s by QEMU\n", attempt,
                 swapped ? "in swap" : "in memory", mapped ? "mapped" : "NOT mapped");
     if (swapped) {
@@ -206,10 +202,9 @@ TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
     }
     ASSERT_TRUE(imee.read(g.session.kernel_space(), va, again).ok());
     EXPECT_EQ(again, banner) << "after pageout " << attempt;
-    EXPECT_TRUE(in_memory() && qemu_maps_page(qemu, hva))
+    EXPECT_TRUE(in_memory() && qemu_maps_it())
         << "the ImEE's read (the guest is paused) brought the page back";
   }
-  ::close(pidfd);
   EXPECT_TRUE(swapped) << "the page never left memory";
 }
 

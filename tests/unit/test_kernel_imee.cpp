@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/host_memory.hpp"
 #include "../support/page_table_builder.hpp"
 #include "../support/ram_diff.hpp"
 #include "../support/readonly_ram.hpp"
@@ -491,16 +492,12 @@ TEST_F(KernelImee, HostileAgentIsStoppedByTheEpt) {
   EXPECT_EQ(r.status, static_cast<std::uint32_t>(IMEE_RESULT_DONE));
 }
 
-// /proc/self/pagemap's entry for `p`: bit 63 present, bit 62 swapped, bits 0-54 the PFN.
 std::uint64_t pagemap_entry(const void* p) {
-  const Fd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
-  std::uint64_t entry = 0;
-  const auto at = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(p) / 4096 * 8);
-  return ::pread(pagemap.fd, &entry, 8, at) == 8 ? entry : 0;
+  return test::pagemap_entry("self", reinterpret_cast<std::uintptr_t>(p));
 }
 std::uint64_t pfn_of(const void* p) {  // 0 if not present
   const std::uint64_t e = pagemap_entry(p);
-  return (e >> 63) != 0 ? e & ((1ull << 55) - 1) : 0;
+  return test::page_present(e) ? e & ((1ull << 55) - 1) : 0;
 }
 std::string read_line(const std::string& path) {
   std::string v;
@@ -568,15 +565,12 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
   }
 
   // Swap-out: the page the ImEE maps goes to swap; the ImEE's next read brings it back.
-  std::ifstream swaps("/proc/swaps");
-  std::string header, device;
-  std::getline(swaps, header);
-  if (swaps >> device) {
+  if (const std::string device = test::active_swap(); !device.empty()) {
     EXPECT_EQ(agent.load(at), 0xc0000005u);
     bool out = false;
     for (int attempt = 0; attempt < 3 && !out; ++attempt) {  // a page not yet on the LRU stays
       ASSERT_EQ(::madvise(page5, kPage, MADV_PAGEOUT), 0) << std::strerror(errno);
-      out = ((pagemap_entry(page5) >> 62) & 1) != 0;
+      out = test::page_swapped(pagemap_entry(page5));
       if (!out) write_line("/proc/sys/vm/compact_memory", "1");  // drains the LRU caches
     }
     std::printf("swap-out (%s): the target's page is %s\n", device.c_str(),
