@@ -102,7 +102,7 @@ KPKG=$(cat "$LABDIR/kernel.version")
 KVER=${KPKG#linux-image-}
 
 # ---------------------------------------------------------------- stock modules (cached)
-# KVM's, and zram's: swap in L1 for the host-remap test (its pages swapped out)
+# KVM's, and zram's: swap in L1 for the tests that have a target's pages swapped out
 STOCK=$CACHE/$KPKG-kvm
 if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/irqbypass.ko" ] ||
     [ ! -s "$STOCK/zram.ko" ]; then
@@ -140,7 +140,8 @@ VMLINUX=$CACHE/$KPKG-vmlinux-$(md5sum < "$LABDIR/vmlinuz" | cut -c1-12)
 if [ ! -s "$VMLINUX" ]; then
     off=$(LC_ALL=C grep -m1 -obUaP '\xfd7zXZ\x00' "$LABDIR/vmlinuz" | head -n1 | cut -d: -f1)
     [ -n "$off" ] || die "$LABDIR/vmlinuz: no xz payload (not an xz-compressed bzImage?)"
-    tail -c +$((off + 1)) "$LABDIR/vmlinuz" > "$VMLINUX.xz"   # xz stops before the trailer
+    # a file, not a pipe: xz stops before the bzImage's trailing bytes, which would SIGPIPE tail
+    tail -c +$((off + 1)) "$LABDIR/vmlinuz" > "$VMLINUX.xz"
     xz -dc --single-stream "$VMLINUX.xz" > "$VMLINUX.tmp" ||
         die "$LABDIR/vmlinuz: its xz payload does not decompress"
     rm -f "$VMLINUX.xz"
