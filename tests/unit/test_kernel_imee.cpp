@@ -598,11 +598,14 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
     const std::string to_scan = read_line(ksm + "pages_to_scan");
     ASSERT_TRUE(write_line(ksm + "sleep_millisecs", "0") &&
                 write_line(ksm + "pages_to_scan", "1000") && write_line(ksm + "run", "1"));
+    auto merged_now = [&] {
+      const std::uint64_t pfn = pfn_of(page7);
+      return pfn != 0 && pfn == pfn_of(page7 + kPage);
+    };
     const auto start = std::chrono::steady_clock::now();
-    while ((pfn_of(page7) == 0 || pfn_of(page7) != pfn_of(page7 + kPage)) &&
-           std::chrono::steady_clock::now() - start < std::chrono::seconds(10))
+    while (!merged_now() && std::chrono::steady_clock::now() - start < std::chrono::seconds(10))
       ::usleep(1000);
-    const bool merged = pfn_of(page7) != 0 && pfn_of(page7) == pfn_of(page7 + kPage);
+    const bool merged = merged_now();
     std::printf("KSM: pages 7 and 8 %s (pfn 0x%llx, 0x%llx; %s full scans)\n",
                 merged ? "merged" : "NOT MERGED", static_cast<unsigned long long>(pfn_of(page7)),
                 static_cast<unsigned long long>(pfn_of(page7 + kPage)),
@@ -793,19 +796,21 @@ TEST_F(KernelImee, LaunchTeardownCyclesLeakNothing) {
       static_cast<std::int64_t>(meminfo_kb("Slab")) - static_cast<std::int64_t>(slab);
   const std::int64_t avail_drop =
       static_cast<std::int64_t>(avail) - static_cast<std::int64_t>(meminfo_kb("MemAvailable"));
+  const std::int64_t objects_after = kvm_counter("imee_objects");
+  const std::int64_t pages_after = kvm_counter("imee_pages");
   std::printf(
       "%d launch/teardown cycles: ImEEs %lld -> %lld, ImEE pages %lld -> %lld, Slab %+lld kB, "
       "MemAvailable %+lld kB\n",
-      cycles, static_cast<long long>(objects), static_cast<long long>(kvm_counter("imee_objects")),
-      static_cast<long long>(pages), static_cast<long long>(kvm_counter("imee_pages")),
+      cycles, static_cast<long long>(objects), static_cast<long long>(objects_after),
+      static_cast<long long>(pages), static_cast<long long>(pages_after),
       static_cast<long long>(slab_growth), static_cast<long long>(-avail_drop));
   RecordProperty("teardown_cycles", cycles);
   // The module counts what ImEEs hold (their structs; EPT tables and pinned pages): exactly what
   // was there before. Slab also holds the shells' KVM objects (a leaked vCPU is ~10 kB).
   // MemAvailable is reported, not judged: the lab's guests run beside the test and move it by
   // megabytes.
-  EXPECT_EQ(kvm_counter("imee_objects"), objects) << "ImEEs leaked";
-  EXPECT_EQ(kvm_counter("imee_pages"), pages) << "pages leaked";
+  EXPECT_EQ(objects_after, objects) << "ImEEs leaked";
+  EXPECT_EQ(pages_after, pages) << "pages leaked";
   EXPECT_LT(slab_growth, cycles * 4 / 2 + 512);
 }
 
