@@ -1,7 +1,7 @@
 /*
  * The ImEE agent: one 4 KiB page of position-independent x86-64 code, ring 0, long mode.
  *
- * It serves the requests the host posts in the data area (libimee/include/imee/agent_protocol.h):
+ * It serves the requests the host posts in the data area (agent/agent_protocol.h):
  * for each IMEE_CHUNK_SIZE bytes of a request it loads the target's CR3, loads the bytes into
  * xmm registers, loads the local CR3 and stores them into the output buffer. Between the two CR3
  * writes it touches only bytes inside the requested range and its own page (code, IDT, GDT,
@@ -12,7 +12,7 @@
  *   r12  index of the request being served r15  its slot, or 0 outside any request
  *   r13  bytes of it already stored        rbp  sequence number of the batch being served
  */
-#include "imee/agent_protocol.h"
+#include "agent_protocol.h"
 
 	.code64
 	.text

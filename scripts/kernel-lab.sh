@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kernel-lab.sh [BUILD_DIR] -- the kernel-path tests. The host has no VT-x, so our kvm-intel only
 # runs in the VT-x lab (tests/vtx-lab: Bochs emulates VT-x + EPT): this builds our kvm.ko +
-# kvm-intel.ko, builds the lab with them, the tools and the test binaries (imee_unit_tests,
-# imee_live_tests) copied into L1, boots it and runs tests/vtx-lab/l1/tests/run.sh in L1 against
+# kvm-intel.ko, builds the lab with them, the tools and the test binaries (imee_kernel_tests,
+# imee_kvm_tests, imee_live_tests) copied into L1, boots it and runs tests/vtx-lab/l1/tests/run.sh in L1 against
 # two L2 guests.
 # Prints one summary line; exit 0 only on "VTX-LAB RESULT: PASS" (FAIL, timeout: 1).
 #
@@ -37,7 +37,7 @@ finish() {  # finish PASS|FAIL [WHY]: the summary line, and the exit status
 echo "kernel-lab.sh: build tools ($build)"
 { "$repo/scripts/install-deps.sh" && BUILD_DIR=$build "$repo/scripts/build.sh"; } || finish FAIL "tools build failed"
 bins=()
-for b in tools/pidlist tools/pslist tools/credlist tools/syscalldmp tests/imee_unit_tests tests/imee_live_tests; do
+for b in tools/pidlist tools/pslist tools/credlist tools/syscalldmp tests/imee_kernel_tests tests/imee_kvm_tests tests/imee_live_tests; do
   [[ -x $build/$b ]] || finish FAIL "no $build/$b"
   bins+=("$build/$b")
 done

@@ -34,7 +34,7 @@ kernel_lab=PASS
 wait $kernel_lab_pid || kernel_lab=FAIL
 trap - EXIT
 # its test lines and the summary (the whole log is in $build/kernel-lab.log)
-grep -E 'VTX-TEST (ok|FAIL)|VTX-TEST kernel-(unit|live)\| \[ *(OK|FAILED|SKIPPED|PASSED) *\]|VTX-LAB (RESULT|dmesg)|^kernel-lab\.sh: (PASS|FAIL)' \
+grep -E 'VTX-TEST (ok|FAIL)|VTX-TEST kernel-[a-z-]+\| \[ *(OK|FAILED|SKIPPED|PASSED) *\]|VTX-LAB (RESULT|dmesg)|^kernel-lab\.sh: (PASS|FAIL)' \
   "$build/kernel-lab.log" | tail -n 200
 echo "== kernel lab: $kernel_lab"
 [[ $kernel_lab == PASS ]] || status=1

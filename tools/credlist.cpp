@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
     for (const auto& t : tasks) sharers[t.real_cred].push_back(t.pid);
 
     if (ctx.options.json) {
-      nlohmann::ordered_json doc{{"tool", "credlist"}, {"backend", ctx.backend->name()}};
+      nlohmann::ordered_json doc{{"tool", "credlist"}, {"backend", ctx.session->backend().name()}};
       doc["tasks"] = nlohmann::ordered_json::array();
       for (const auto& t : tasks) {
         const auto& c = t.creds;

@@ -9,7 +9,7 @@ int main(int argc, char** argv) {
   return imee::tools::run_tool(argc, argv, info, [](imee::tools::Context& ctx) {
     const auto tasks = imee::read_tasks(*ctx.session);
     if (ctx.options.json) {
-      nlohmann::ordered_json doc{{"tool", "pidlist"}, {"backend", ctx.backend->name()}};
+      nlohmann::ordered_json doc{{"tool", "pidlist"}, {"backend", ctx.session->backend().name()}};
       doc["pids"] = nlohmann::ordered_json::array();
       for (const auto& t : tasks) doc["pids"].push_back(t.pid);
       imee::tools::print_json(doc);

@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   return imee::tools::run_tool(argc, argv, info, [](imee::tools::Context& ctx) {
     const auto tasks = imee::read_tasks(*ctx.session);
     if (ctx.options.json) {
-      nlohmann::ordered_json doc{{"tool", "pslist"}, {"backend", ctx.backend->name()}};
+      nlohmann::ordered_json doc{{"tool", "pslist"}, {"backend", ctx.session->backend().name()}};
       doc["tasks"] = nlohmann::ordered_json::array();
       for (const auto& t : tasks)
         doc["tasks"].push_back({{"pid", t.pid},

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "common/tool.hpp"
-#include "imee/symbols.hpp"
+#include "imee/linux.hpp"
 
 int main(int argc, char** argv) {
   const imee::tools::ToolInfo info{
@@ -15,20 +15,9 @@ int main(int argc, char** argv) {
       "from any boot of the same kernel build (the KASLR slide is applied).",
       ""};
   return imee::tools::run_tool(argc, argv, info, [](imee::tools::Context& ctx) {
-    imee::Session& s = *ctx.session;
-    const std::string& path =
-        ctx.options.symbols_path.empty() ? s.profile().symbols_path : ctx.options.symbols_path;
-    if (path.empty()) throw imee::Exception("no symbol list to resolve addresses: give --symbols");
-    imee::SymbolTable symbols = imee::SymbolTable::load(path);
-    const auto listed_text = symbols.find("_text");
-    if (!listed_text) throw imee::Exception(path + ": no _text symbol");
-    symbols.shift(static_cast<std::int64_t>(s.kernel().text_va - *listed_text));
-
-    // The table's slots run to the next symbol; alignment padding after the last real entry
-    // reads as zero, and no live handler is ever a null pointer.
-    std::vector<std::uint64_t> table(s.profile().syscall_slots);
-    s.read(s.symbol("sys_call_table"), std::as_writable_bytes(std::span(table))).value();
-    while (!table.empty() && table.back() == 0) table.pop_back();
+    imee::LinuxSession& s = *ctx.session;
+    const imee::SymbolTable symbols = imee::boot_symbols(s, ctx.options.symbols_path);
+    const std::vector<std::uint64_t> table = imee::syscall_table(s);
 
     const std::uint64_t text_begin = s.symbol("_text"), text_end = s.symbol("_etext");
     nlohmann::ordered_json entries = nlohmann::ordered_json::array();
@@ -65,7 +54,7 @@ int main(int argc, char** argv) {
     }
     if (ctx.options.json) {
       imee::tools::print_json({{"tool", "syscalldmp"},
-                               {"backend", ctx.backend->name()},
+                               {"backend", ctx.session->backend().name()},
                                {"sys_call_table", s.symbol("sys_call_table")},
                                {"entries", entries},
                                {"outside_kernel_text", hooked}});

@@ -7,12 +7,17 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "../support/process.hpp"
+#include "imee/kernel_backend.hpp"
+#include "imee/kvm_backend.hpp"
 #include "imee/linux_profile.hpp"
+#include "imee/linux_session.hpp"
 
 namespace imee::test {
 
@@ -46,8 +51,6 @@ struct LabGuest {
 
   // The ImEE backend under test: "kernel" in the VT-x lab, "kvm" elsewhere.
   static std::string imee_backend() { return backend() == "kernel" ? "kernel" : "kvm"; }
-  // Set in the VT-x lab: a backend that is not available fails the test instead of skipping it.
-  static bool must_run() { return env_or("IMEE_REQUIRE_KERNEL", "0") == "1"; }
 
   static LabGuest get(int levels) {
     return LabGuest{root() + "/l" + std::to_string(levels), levels};
@@ -69,6 +72,21 @@ struct LabGuest {
     LinuxProfile p = LinuxProfile::build(kernel(), kallsyms());
     p.save(profile());
     return p;
+  }
+
+  // The session a live test starts from: the guest's RAM file, read by the software walk.
+  std::unique_ptr<LinuxSession> open_session() const {
+    return LinuxSession::open({.ram_path = ram()}, linux_profile(), "soft");
+  }
+  KernelVm kernel_vm() const { return {.qemu_pid = std::stoi(qemu_pid())}; }
+  // The ImEE backend under test (imee_backend()) on this guest, its agent at `home` (default:
+  // the kernel's syscall entry). The caller checks first that it can run (IMEE_NEED_BACKEND).
+  std::unique_ptr<AgentBackend> open_imee(const LinuxSession& s,
+                                          std::optional<AgentHome> home = std::nullopt) const {
+    const GuestRam& ram = s.target()->ram();
+    if (imee_backend() == "kernel")
+      return std::make_unique<KernelBackend>(ram, home.value_or(s.agent_home()), kernel_vm());
+    return std::make_unique<KvmBackend>(ram, home.value_or(s.agent_home()));
   }
 
   // Target and profile options for a tool. The 5-level guest is named by QEMU pid, the 4-level

@@ -11,11 +11,8 @@
 #include <sstream>
 
 #include "../../tools/bench/cached_translation.hpp"
-#include "imee/kvm_backend.hpp"
+#include "../support/imee_required.hpp"
 #include "imee/linux.hpp"
-#include "imee/session.hpp"
-#include "imee/soft_backend.hpp"
-#include "imee/target.hpp"
 #include "lab_guest.hpp"
 
 namespace imee::test {
@@ -74,28 +71,22 @@ TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
     ~Stop() { g.query("flip stop"); }
   } stop{g};
 
-  const Target target = Target::open({.ram_path = g.ram()});
-  SoftBackend soft(target.ram());
-  Session session(soft, g.linux_profile());
+  const std::unique_ptr<LinuxSession> walk = g.open_session();
+  LinuxSession& session = *walk;
+  MemoryBackend& soft = session.backend();
   std::optional<AddressSpace> space;
   for (const Task& t : read_tasks(session))
     if (t.pid == pid)
       space = session.user_space(session.pointer(t.mm + session.profile().layout.mm_pgd).value());
   ASSERT_TRUE(space) << "flipper pid " << pid << " not on the task list";
 
-  bench::CachedTranslationBackend cached(target.ram());
-  std::unique_ptr<KvmBackend> imee;
-  std::string why;
-  if (KvmBackend::available(&why, LabGuest::imee_backend() == "kernel")) {
-    const std::uint64_t home = session.symbol("entry_SYSCALL_64");
-    imee = LabGuest::imee_backend() == "kernel"
-               ? std::make_unique<KvmBackend>(
-                     target.ram(), session.kernel_space(), home,
-                     KvmBackend::KernelTarget{.qemu_pid = std::stoi(g.qemu_pid())})
-               : std::make_unique<KvmBackend>(target.ram(), session.kernel_space(), home);
-  } else if (LabGuest::must_run()) {
+  bench::CachedTranslationBackend cached(session.target()->ram());
+  std::unique_ptr<AgentBackend> imee;
+  const std::string why = imee_missing(LabGuest::imee_backend());
+  if (why.empty())
+    imee = g.open_imee(session);
+  else if (imee_required())
     FAIL() << why;
-  }
 
   const double seconds = std::stod(env_or("IMEE_CONSISTENCY_SECONDS", "2"));
   std::vector<std::pair<std::string, MemoryBackend*>> backends{{"soft", &soft},

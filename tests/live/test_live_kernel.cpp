@@ -17,11 +17,10 @@
 #include <optional>
 
 #include "../support/host_memory.hpp"
-#include "imee/kvm_backend.hpp"
+#include "../support/imee_required.hpp"
+#include "imee/kernel_backend.hpp"
 #include "imee/linux.hpp"
-#include "imee/session.hpp"
-#include "imee/soft_backend.hpp"
-#include "imee/target.hpp"
+#include "imee/paging.hpp"
 #include "lab_guest.hpp"
 
 namespace imee::test {
@@ -29,28 +28,11 @@ namespace {
 
 // One guest, seen through the software walk: where its kernel is, its task list.
 struct Guest {
-  explicit Guest(const LabGuest& g)
-      : lab(g),
-        target(Target::open({.ram_path = g.ram()})),
-        soft(target.ram()),
-        session(soft, g.linux_profile()) {}
+  explicit Guest(const LabGuest& g) : lab(g), session(g.open_session()) {}
+  const GuestRam& ram() const { return session->target()->ram(); }
   LabGuest lab;
-  Target target;
-  SoftBackend soft;
-  Session session;
-
-  KvmBackend::KernelTarget vm() const { return {.qemu_pid = std::stoi(lab.qemu_pid())}; }
-  std::uint64_t home() const { return session.symbol("entry_SYSCALL_64"); }
+  std::unique_ptr<LinuxSession> session;
 };
-
-#define REQUIRE_KERNEL_BACKEND()                                                        \
-  do {                                                                                  \
-    std::string why;                                                                    \
-    if (!KvmBackend::available(&why, true)) {                                           \
-      if (LabGuest::must_run()) FAIL() << why;                                          \
-      GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why; \
-    }                                                                                   \
-  } while (0)
 
 struct Pause {
   explicit Pause(const LabGuest& g) : dir(g.dir) {
@@ -63,26 +45,26 @@ struct Pause {
 // The ImEE reads `g` as the software walk does: the task list (pid, comm) and kernel bytes. The
 // lab's second guest is a live clone of the first with three more tasks, so the task lists tell
 // which guest was read.
-void expect_reads_like_soft(KvmBackend& imee, Guest& g) {
-  Session through(imee, g.session.profile(), g.session.kernel());
+void expect_reads_like_soft(KernelBackend& imee, Guest& g) {
+  LinuxSession through(imee, g.session->profile(), g.session->kernel());
   std::vector<std::pair<int, std::string>> want, got;
-  for (const Task& t : read_tasks(g.session)) want.emplace_back(t.pid, t.comm);
+  for (const Task& t : read_tasks(*g.session)) want.emplace_back(t.pid, t.comm);
   for (const Task& t : read_tasks(through)) got.emplace_back(t.pid, t.comm);
   EXPECT_GE(want.size(), 40u);
   EXPECT_EQ(got, want) << g.lab.dir;
   for (const char* symbol : {"linux_banner", "init_task", "sys_call_table"}) {
-    const std::uint64_t va = g.session.symbol(symbol);
-    Expected<std::vector<std::byte>> a = g.session.read(va, 3000), b = through.read(va, 3000);
+    const std::uint64_t va = g.session->symbol(symbol);
+    Expected<std::vector<std::byte>> a = g.session->read(va, 3000), b = through.read(va, 3000);
     ASSERT_TRUE(a && b) << symbol;
     EXPECT_EQ(*a, *b) << symbol;
   }
 }
 
 TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
-  REQUIRE_KERNEL_BACKEND();
+  IMEE_NEED_BACKEND("kernel");
   const std::string second = env_or("IMEE_LAB_SECOND", "");
   if (second.empty()) {
-    if (LabGuest::must_run()) FAIL() << "IMEE_LAB_SECOND (the second guest) is not set";
+    if (imee_required()) FAIL() << "IMEE_LAB_SECOND (the second guest) is not set";
     GTEST_SKIP() << "needs two guests under the patched kvm-intel (IMEE_LAB_SECOND)";
   }
   Guest a(LabGuest::get(4)), b(LabGuest{second, 4});
@@ -90,16 +72,16 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
 
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  KvmBackend imee(a.target.ram(), a.session.kernel_space(), a.home(), a.vm());
+  KernelBackend imee(a.ram(), a.session->agent_home(), a.lab.kernel_vm());
   const auto t1 = Clock::now();
   expect_reads_like_soft(imee, a);
 
   const auto t2 = Clock::now();
-  imee.retarget(b.target.ram(), b.vm(), b.session.kernel_space(), b.home());
+  imee.retarget(b.ram(), b.lab.kernel_vm(), b.session->agent_home());
   const auto t3 = Clock::now();
   expect_reads_like_soft(imee, b);
 
-  imee.retarget(a.target.ram(), a.vm(), a.session.kernel_space(), a.home());
+  imee.retarget(a.ram(), a.lab.kernel_vm(), a.session->agent_home());
   expect_reads_like_soft(imee, a);
   EXPECT_GT(imee.stats().agent_requests, 100u) << "the agent, not software, must have read";
 
@@ -109,12 +91,12 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
 }
 
 TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
-  REQUIRE_KERNEL_BACKEND();
+  IMEE_NEED_BACKEND("kernel");
   Guest g(LabGuest::get(4));
-  KvmBackend imee(g.target.ram(), g.session.kernel_space(), g.home(), g.vm());
+  KernelBackend imee(g.ram(), g.session->agent_home(), g.lab.kernel_vm());
   std::vector<std::byte> buf(64);
-  ASSERT_TRUE(imee.read(g.session.kernel_space(), g.session.symbol("linux_banner"), buf).ok());
-  const KvmBackend::TargetVcpu vcpu = imee.target_vcpu();
+  ASSERT_TRUE(imee.read(g.session->kernel_space(), g.session->symbol("linux_banner"), buf).ok());
+  const KernelBackend::TargetVcpu vcpu = imee.target_vcpu();
   EXPECT_TRUE(vcpu.long_mode);
   EXPECT_TRUE(vcpu.nxe);
   EXPECT_TRUE(vcpu.wp);
@@ -123,9 +105,9 @@ TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
   // Whatever task the vCPU ran, its CR3 (KPTI user bit and PCID cleared) maps the kernel as
   // init_top_pgt does.
   const AddressSpace current{vcpu.cr3 & ~0x1fffull & pte::kAddressMask, PagingMode::k4Level, true};
-  const std::uint64_t text = g.session.symbol("_text");
-  Expected<Translation> want = translate(g.target.ram(), g.session.kernel_space(), text);
-  Expected<Translation> got = translate(g.target.ram(), current, text);
+  const std::uint64_t text = g.session->symbol("_text");
+  Expected<Translation> want = translate(g.ram(), g.session->kernel_space(), text);
+  Expected<Translation> got = translate(g.ram(), current, text);
   ASSERT_TRUE(want && got) << std::hex << vcpu.cr3;
   EXPECT_EQ(got->gpa, want->gpa);
 }
@@ -151,27 +133,27 @@ std::uint64_t qemu_hva(const std::string& pid, const std::string& ram, std::uint
 // pageout may only split the huge page and unmap it from QEMU, another host change the ImEE must
 // follow; the ImEE's read maps it back in 4 KiB, and the next pageout swaps it.
 TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
-  REQUIRE_KERNEL_BACKEND();
+  IMEE_NEED_BACKEND("kernel");
   if (active_swap().empty()) {
-    if (LabGuest::must_run()) FAIL() << "no swap: the VT-x lab's run.sh sets up zram swap";
+    if (imee_required()) FAIL() << "no swap: the VT-x lab's run.sh sets up zram swap";
     GTEST_SKIP() << "needs swap in the host";
   }
   Guest g(LabGuest::get(4));
   const std::string qemu = g.lab.qemu_pid();
   Pause paused(g.lab);
-  KvmBackend imee(g.target.ram(), g.session.kernel_space(), g.home(), g.vm());
-  const std::uint64_t va = g.session.symbol("linux_banner");
-  const Expected<Translation> t = g.soft.translate(g.session.kernel_space(), va);
+  KernelBackend imee(g.ram(), g.session->agent_home(), g.lab.kernel_vm());
+  const std::uint64_t va = g.session->symbol("linux_banner");
+  const Expected<Translation> t = g.session->backend().translate(g.session->kernel_space(), va);
   ASSERT_TRUE(t);
   const std::uint64_t gpa = t->gpa & ~0xfffull;
   std::vector<std::byte> banner(64), again(64);
-  ASSERT_TRUE(imee.read(g.session.kernel_space(), va, banner).ok());
+  ASSERT_TRUE(imee.read(g.session->kernel_space(), va, banner).ok());
   ASSERT_EQ(std::memcmp(banner.data(), "Linux version ", 14), 0);
 
   // This process maps the RAM file too (the software walk): pageout leaves pages that two
   // processes map alone, so this one lets go of the page. mincore() here then says whether the
   // page is still in memory at all.
-  auto* ours = const_cast<std::byte*>(g.target.ram().host(gpa, 4096));
+  auto* ours = const_cast<std::byte*>(g.ram().host(gpa, 4096));
   ASSERT_NE(ours, nullptr);
   ASSERT_EQ(::madvise(ours, 4096, MADV_DONTNEED), 0);
   auto in_memory = [&] {
@@ -200,7 +182,7 @@ TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
     if (swapped) {
       EXPECT_FALSE(mapped);
     }
-    ASSERT_TRUE(imee.read(g.session.kernel_space(), va, again).ok());
+    ASSERT_TRUE(imee.read(g.session->kernel_space(), va, again).ok());
     EXPECT_EQ(again, banner) << "after pageout " << attempt;
     EXPECT_TRUE(in_memory() && qemu_maps_it())
         << "the ImEE's read (the guest is paused) brought the page back";

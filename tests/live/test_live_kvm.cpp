@@ -10,37 +10,16 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../support/imee_required.hpp"
 #include "../support/ram_diff.hpp"
 #include "imee/kernel_types.hpp"
-#include "imee/kvm_backend.hpp"
 #include "imee/linux.hpp"
-#include "imee/soft_backend.hpp"
-#include "imee/target.hpp"
 #include "lab_guest.hpp"
 
 namespace imee::test {
 namespace {
 
 using nlohmann::json;
-
-#define REQUIRE_IMEE()                                                             \
-  do {                                                                             \
-    std::string why;                                                               \
-    if (!KvmBackend::available(&why, LabGuest::imee_backend() == "kernel")) {      \
-      if (LabGuest::must_run()) FAIL() << LabGuest::imee_backend() << ": " << why; \
-      GTEST_SKIP() << "this machine cannot run the " << LabGuest::imee_backend()   \
-                   << " backend: " << why;                                         \
-    }                                                                              \
-  } while (0)
-
-std::unique_ptr<KvmBackend> make_imee(const LabGuest& g, const Target& t,
-                                      const AddressSpace& home_space, std::uint64_t home_va) {
-  if (LabGuest::imee_backend() == "kernel")
-    return std::make_unique<KvmBackend>(
-        t.ram(), home_space, home_va,
-        KvmBackend::KernelTarget{.qemu_pid = std::stoi(g.qemu_pid())});
-  return std::make_unique<KvmBackend>(t.ram(), home_space, home_va);
-}
 
 // The guest's whole RAM, region after region, as mapped by `t` (the mapping follows the file).
 test::RamSnapshot ram_snapshot(const Target& t) {
@@ -71,7 +50,7 @@ json without_backend(const std::string& out) {
 }
 
 TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
-  REQUIRE_IMEE();
+  IMEE_NEED_BACKEND(LabGuest::imee_backend());
   const LabGuest g = guest();
   for (const char* tool : {"pidlist", "pslist", "credlist", "syscalldmp"}) {
     bool compared = false;
@@ -94,13 +73,14 @@ TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
 }
 
 TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
-  REQUIRE_IMEE();
+  IMEE_NEED_BACKEND(LabGuest::imee_backend());
   const LabGuest g = guest();
-  const LinuxProfile profile = g.linux_profile();
   const KernelTypes types = KernelTypes::load(LabGuest::kernel());
-  const Target target = Target::open({.ram_path = g.ram()});
-  SoftBackend soft(target.ram());
-  Session session(soft, profile);
+  const std::unique_ptr<LinuxSession> walk = g.open_session();
+  LinuxSession& session = *walk;
+  const LinuxProfile& profile = session.profile();
+  const Target& target = *session.target();
+  MemoryBackend& soft = session.backend();
   const AddressSpace kernel = session.kernel_space();
 
   Paused paused(g);
@@ -132,8 +112,8 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   }
   ASSERT_GE(processes, 6);
 
-  const auto imee = make_imee(g, target, kernel, session.symbol("entry_SYSCALL_64"));
-  KvmBackend& kvm = *imee;
+  const auto imee = g.open_imee(session);
+  AgentBackend& kvm = *imee;
   std::mt19937_64 rng(GetParam() * 7919);
   constexpr int kReads = 10000, kBatch = 100;
   int ok = 0, faults = 0;
@@ -171,7 +151,7 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   // Both outcomes must be well represented, or the test proves little.
   EXPECT_GT(ok, kReads / 5);
   EXPECT_GT(faults, kReads / 10);
-  const KvmBackend::Stats& st = kvm.stats();
+  const BackendStats st = kvm.stats();
   RecordProperty("agent_requests", std::to_string(st.agent_requests));
   RecordProperty("software_requests", std::to_string(st.software_requests));
   if (GetParam() == 4) {
@@ -182,14 +162,14 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
 }
 
 TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
-  REQUIRE_IMEE();
+  IMEE_NEED_BACKEND(LabGuest::imee_backend());
   const LabGuest g = guest();
-  const Target target = Target::open({.ram_path = g.ram()});
-  SoftBackend soft(target.ram());
-  Session session(soft, g.linux_profile());
-  const std::uint64_t home = session.symbol("entry_SYSCALL_64") & ~0xfffull;
-  const auto imee = make_imee(g, target, session.kernel_space(), home);
-  KvmBackend& kvm = *imee;
+  const std::unique_ptr<LinuxSession> walk = g.open_session();
+  LinuxSession& session = *walk;
+  MemoryBackend& soft = session.backend();
+  const std::uint64_t home = session.agent_home().va & ~0xfffull;
+  const auto imee = g.open_imee(session, AgentHome{session.kernel_space(), home});
+  AgentBackend& kvm = *imee;
   ASSERT_EQ(kvm.agent_home_va(), home);
 
   Paused paused(g);

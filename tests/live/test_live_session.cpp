@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "imee/linux.hpp"
-#include "imee/session.hpp"
+#include "imee/linux_session.hpp"
 #include "imee/soft_backend.hpp"
 #include "imee/symbols.hpp"
 #include "imee/target.hpp"
@@ -33,7 +33,7 @@ class LiveSession : public ::testing::TestWithParam<int> {
 };
 
 TEST_P(LiveSession, FindsTheKernelWhereThisBootPutIt) {
-  Session s(*backend_, profile_);
+  LinuxSession s(*backend_, profile_);
   const SymbolTable kallsyms = SymbolTable::load(guest_.kallsyms());
   EXPECT_EQ(s.kernel().text_va, *kallsyms.find("_text"));
   EXPECT_EQ(s.symbol("init_task"), *kallsyms.find("init_task"));
@@ -51,7 +51,7 @@ TEST_P(LiveSession, FindsTheKernelWhereThisBootPutIt) {
 }
 
 TEST_P(LiveSession, WildReadsGetTypedErrors) {
-  Session s(*backend_, profile_);
+  LinuxSession s(*backend_, profile_);
   auto noncanonical = s.u64(GetParam() == 5 ? 0x0100000000000000ull : 0x0000800000000000ull);
   ASSERT_FALSE(noncanonical.ok());
   EXPECT_EQ(noncanonical.error().fault, Fault::kNonCanonical);
@@ -71,7 +71,7 @@ TEST_P(LiveSession, WildReadsGetTypedErrors) {
 }
 
 TEST_P(LiveSession, UserSpaceOfAProcessTranslates) {
-  Session s(*backend_, profile_);
+  LinuxSession s(*backend_, profile_);
   const auto tasks = read_tasks(s);
   int translated = 0;
   for (const Task& t : tasks) {
@@ -104,7 +104,7 @@ TEST_P(LiveSession, TruncatedDumpIsRefusedClearly) {
   auto soft = std::make_unique<SoftBackend>(small.ram());
   // Linux never loads at a physical address below 16 MiB, so the prefix cannot hold the kernel.
   try {
-    Session s(*soft, profile_);
+    LinuxSession s(*soft, profile_);
     ADD_FAILURE() << "a 16 MiB prefix of guest RAM must not locate a kernel";
   } catch (const Exception& e) {
     EXPECT_NE(std::string(e.what()).find("truncated dump"), std::string::npos) << e.what();
@@ -116,7 +116,7 @@ TEST_P(LiveSession, WrongProfileIsRefusedClearly) {
   LinuxProfile wrong = profile_;
   wrong.banner = "Linux version 5.10.0-99-amd64 (nobody@example) #1 SMP";
   try {
-    Session s(*backend_, wrong);
+    LinuxSession s(*backend_, wrong);
     ADD_FAILURE() << "a profile of another kernel must not locate";
   } catch (const Exception& e) {
     EXPECT_NE(std::string(e.what()).find("not found in guest RAM"), std::string::npos) << e.what();

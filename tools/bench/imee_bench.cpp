@@ -16,6 +16,7 @@
 
 #include "bench/cached_translation.hpp"
 #include "common/tool.hpp"
+#include "imee/kernel_backend.hpp"
 #include "imee/kvm_backend.hpp"
 #include "imee/linux.hpp"
 #include "imee/soft_backend.hpp"
@@ -91,7 +92,7 @@ struct BackendFigures {
   Stats batch_field_ns, walk_us;
 };
 
-BackendFigures measure_backend(MemoryBackend& backend, Session& session,
+BackendFigures measure_backend(MemoryBackend& backend, LinuxSession& session,
                                const std::vector<Task>& tasks, int runs) {
   BackendFigures f{std::string(backend.name()), {}, {}, {}};
   const AddressSpace& kernel = session.kernel_space();
@@ -127,7 +128,7 @@ BackendFigures measure_backend(MemoryBackend& backend, Session& session,
   f.batch_field_ns.p99 /= batch.size();
 
   // The whole walk: list, then pid, comm, parent, creds of every task.
-  Session walker(backend, session.profile(), session.kernel());  // the kernel is found already
+  LinuxSession walker(backend, session.profile(), session.kernel());  // the kernel is found already
   f.walk_us = repeat(runs, [&] { return per_op(20, 1, [&](int) { (void)read_tasks(walker); }); });
   f.walk_us.median /= 1000;
   f.walk_us.p99 /= 1000;
@@ -196,27 +197,27 @@ int main(int argc, char** argv) {
   return tools::run_tool(argc, argv, info, [&](tools::Context& ctx) {
     const int runs =
         std::stoi(ctx.options.extra.contains("--runs") ? ctx.options.extra["--runs"] : "5");
-    Session& session = *ctx.session;
+    LinuxSession& session = *ctx.session;
     const std::vector<Task> tasks = read_tasks(session);
 
     // Every backend this host has, side by side in one run: only such ratios mean anything.
     std::vector<BackendFigures> backends;
-    SoftBackend soft(ctx.target->ram());
+    const GuestRam& ram = session.target()->ram();
+    SoftBackend soft(ram);
     backends.push_back(measure_backend(soft, session, tasks, runs));
-    CachedTranslationBackend cached(ctx.target->ram());
+    CachedTranslationBackend cached(ram);
     backends.push_back(measure_backend(cached, session, tasks, runs));
     if (KvmBackend::available()) {
-      KvmBackend kvm(ctx.target->ram(), session.kernel_space(), session.symbol("entry_SYSCALL_64"));
+      KvmBackend kvm(ram, session.agent_home());
       backends.push_back(measure_backend(kvm, session, tasks, runs));
       // A KVM without LA57 answers a 5-level guest by the software fallback: say so.
       if (kvm.stats().software_requests > kvm.stats().agent_requests)
         backends.back().name = "kvm(sw)";
     }
     // The ImEE of a patched kvm-intel, on the target's own VM (needs --pid), batch and poll mode.
-    if (ctx.options.target.qemu_pid && KvmBackend::available(nullptr, true)) {
-      KvmBackend kernel(ctx.target->ram(), session.kernel_space(),
-                        session.symbol("entry_SYSCALL_64"),
-                        KvmBackend::KernelTarget{.qemu_pid = *ctx.options.target.qemu_pid});
+    if (ctx.options.target.qemu_pid && KernelBackend::available()) {
+      KernelBackend kernel(ram, session.agent_home(),
+                           KernelVm{.qemu_pid = *ctx.options.target.qemu_pid});
       backends.push_back(measure_backend(kernel, session, tasks, runs));
       kernel.start_polling();
       backends.push_back(measure_backend(kernel, session, tasks, runs));

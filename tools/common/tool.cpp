@@ -12,9 +12,6 @@
 #include <iostream>
 #include <string_view>
 
-#include "imee/kvm_backend.hpp"
-#include "imee/soft_backend.hpp"
-
 namespace imee::tools {
 
 namespace {
@@ -127,26 +124,27 @@ long proc_kb(const std::string& key, const void* mapping = nullptr) {
 
 void print_stats(const Context& ctx, double seconds) {
   const long hwm = proc_kb("VmHWM");
-  const long ram = ctx.target ? proc_kb("Rss", ctx.target->ram().mapping().data()) : 0;
+  const Target* target = ctx.session ? ctx.session->target() : nullptr;
+  const long ram = target ? proc_kb("Rss", target->ram().mapping().data()) : 0;
   std::fprintf(stderr,
                "stats: %.2f ms; peak RSS %.1f MB, of which guest RAM mapped at exit %.1f MB, "
                "own memory at most %.1f MB\n",
                seconds * 1e3, hwm / 1024.0, ram / 1024.0, (hwm - ram) / 1024.0);
-  if (const auto* kvm = dynamic_cast<const KvmBackend*>(ctx.backend.get())) {
-    const KvmBackend::Stats& s = kvm->stats();
-    std::fprintf(stderr,
-                 "stats: %s: %llu runs, %llu requests by the agent, %llu by software, %llu agent "
-                 "faults, %llu blind-spot hits, %llu relocations, %llu VM exits, %llu ImEE "
-                 "faults\n",
-                 std::string(kvm->name()).c_str(), static_cast<unsigned long long>(s.runs),
-                 static_cast<unsigned long long>(s.agent_requests),
-                 static_cast<unsigned long long>(s.software_requests),
-                 static_cast<unsigned long long>(s.agent_faults),
-                 static_cast<unsigned long long>(s.blind_spot_hits),
-                 static_cast<unsigned long long>(s.relocations),
-                 static_cast<unsigned long long>(s.vm_exits),
-                 static_cast<unsigned long long>(s.kernel_faults));
-  }
+  if (!ctx.session || ctx.session->backend().name() == "soft") return;  // it counts nothing
+  const MemoryBackend& backend = ctx.session->backend();
+  const BackendStats s = backend.stats();
+  std::fprintf(stderr,
+               "stats: %s: %llu runs, %llu requests by the agent, %llu by software, %llu agent "
+               "faults, %llu blind-spot hits, %llu relocations, %llu VM exits, %llu ImEE "
+               "faults\n",
+               std::string(backend.name()).c_str(), static_cast<unsigned long long>(s.runs),
+               static_cast<unsigned long long>(s.agent_requests),
+               static_cast<unsigned long long>(s.software_requests),
+               static_cast<unsigned long long>(s.agent_faults),
+               static_cast<unsigned long long>(s.blind_spot_hits),
+               static_cast<unsigned long long>(s.relocations),
+               static_cast<unsigned long long>(s.vm_exits),
+               static_cast<unsigned long long>(s.kernel_faults));
 }
 
 }  // namespace
@@ -167,15 +165,8 @@ int run_tool(int argc, char** argv, const ToolInfo& info,
   try {
     Context ctx;
     ctx.options = parse(argc, argv, info);
-    LinuxProfile profile = open_profile(ctx.options);
-    ctx.target = std::make_unique<Target>(Target::open(ctx.options.target));
-    // Finding the kernel needs physical reads and a few walks: the software path does it, and
-    // an ImEE backend then gets its agent's home from it.
-    SoftBackend locator(ctx.target->ram());
-    const KernelLocation kernel = locate_kernel(locator, profile);
-    const AgentHome home{kernel.space, kernel.text_va + profile.symbol_offset("entry_SYSCALL_64")};
-    ctx.backend = make_backend(ctx.options.backend, *ctx.target, home);
-    ctx.session = std::make_unique<Session>(*ctx.backend, std::move(profile), kernel);
+    ctx.session =
+        LinuxSession::open(ctx.options.target, open_profile(ctx.options), ctx.options.backend);
     body(ctx);
     std::cout.flush();
     if (ctx.options.stats)

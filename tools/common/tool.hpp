@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "imee/session.hpp"
+#include "imee/linux_session.hpp"
 #include "imee/target.hpp"
 
 namespace imee::tools {
@@ -34,9 +34,7 @@ struct Options {
 
 struct Context {
   Options options;
-  std::unique_ptr<Target> target;
-  std::unique_ptr<MemoryBackend> backend;
-  std::unique_ptr<Session> session;
+  std::unique_ptr<LinuxSession> session;  // owns the target and the backend
 };
 
 // Parses the common options, opens the session, runs `body`, prints errors and maps them to exit

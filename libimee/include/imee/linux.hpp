@@ -1,11 +1,13 @@
-// Linux kernel objects read through a Session: the task list and credentials.
+// Linux kernel objects read through a LinuxSession: the task list, credentials and the system
+// call table.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "imee/session.hpp"
+#include "imee/linux_session.hpp"
+#include "imee/symbols.hpp"
 
 namespace imee {
 
@@ -29,13 +31,21 @@ struct Task {
 // Every task_struct on init_task.tasks (thread-group leaders, init_task first), following the
 // guest's list as it is now. Throws ReadFailure on an unreadable link and Exception on a list
 // that does not close within `max_tasks`.
-std::vector<std::uint64_t> task_addresses(Session& session, std::size_t max_tasks = 1u << 20);
+std::vector<std::uint64_t> task_addresses(LinuxSession& session, std::size_t max_tasks = 1u << 20);
 
 // Reads the tasks' fields with batched reads: a handful of backend calls whatever the count.
-std::vector<Task> read_tasks(Session& session, const std::vector<std::uint64_t>& addresses);
+std::vector<Task> read_tasks(LinuxSession& session, const std::vector<std::uint64_t>& addresses);
 
-inline std::vector<Task> read_tasks(Session& session) {
+inline std::vector<Task> read_tasks(LinuxSession& session) {
   return read_tasks(session, task_addresses(session));
 }
+
+// The guest's sys_call_table as it is now. Its slots run to the next symbol; alignment padding
+// after the last real entry reads as zero and is dropped (no live handler is a null pointer).
+std::vector<std::uint64_t> syscall_table(LinuxSession& session);
+
+// The full symbol list at `path` (a kallsyms dump or System.map of any boot of this kernel
+// build; empty: the one the profile was built from), moved to this boot's KASLR slide.
+SymbolTable boot_symbols(const LinuxSession& session, const std::string& path = "");
 
 }  // namespace imee

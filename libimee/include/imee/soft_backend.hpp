@@ -6,6 +6,7 @@
 
 #include "imee/backend.hpp"
 #include "imee/guest_ram.hpp"
+#include "imee/paging.hpp"
 
 namespace imee {
 

@@ -3,11 +3,10 @@
 
 #include <sys/types.h>
 
-#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
-#include "imee/backend.hpp"
 #include "imee/guest_ram.hpp"
 
 namespace imee {
@@ -34,19 +33,5 @@ class Target {
   std::optional<pid_t> qemu_pid_;
   MachineType machine_;
 };
-
-// Where an ImEE's agent may live: a VA the target maps supervisor-executable in `space`
-// (libimee uses the page of the kernel's syscall entry, mapped in every address space even
-// under KPTI).
-struct AgentHome {
-  AddressSpace space;
-  std::uint64_t va = 0;
-};
-
-// The backends: "soft" (software walk), "kvm" (ImEE on this host's KVM) and "auto": kvm where
-// KVM runs on hardware virtualization (vmx/svm), soft otherwise, since a software-emulated KVM
-// is orders of magnitude slower than the software walk. `why` (optional) says what auto chose.
-std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Target& target,
-                                            const AgentHome& home, std::string* why = nullptr);
 
 }  // namespace imee

@@ -45,10 +45,12 @@ if [ "${L2_COUNT:-1}" = 2 ]; then
 fi
 
 # The kernel backend's tests: the same test binaries as on the host, here with the patched
-# kvm-intel: the kernel ImEE's own tests on synthetic targets (imee_unit_tests) and the live tests
-# against the guests with IMEE_TOOL_BACKEND=kernel (imee_live_tests). IMEE_REQUIRE_KERNEL=1:
-# a missing kernel backend fails them instead of skipping them.
-KERNEL_UNIT_TESTS='EptLogic.*:KernelImee.*:Levels/KvmBackendTest.*4level_kernel-KernelImee.HostileAgent*:KernelImee.HostRemaps*'
+# kvm-intel: the kernel ImEE's own tests on synthetic targets (imee_kernel_tests), the ImEE
+# backends' suite through the kernel backend (imee_kvm_tests) and the live tests against the
+# guests with IMEE_TOOL_BACKEND=kernel (imee_live_tests). IMEE_REQUIRE_KERNEL=1: a missing kernel
+# backend fails them instead of skipping them.
+KERNEL_IOCTL_TESTS='KernelImee.*-KernelImee.HostileAgent*:KernelImee.HostRemaps*'
+KERNEL_SUITE_TESTS='Levels/AgentBackendTest.*4level_kernel'
 # The tests with a hand-built vCPU (FlatAgent) run last: a problem of the emulated CPU with such
 # a vCPU (their first version, without CPUID, stopped L1) must not hide the other results.
 KERNEL_HAND_BUILT_TESTS='KernelImee.HostileAgent*:KernelImee.HostRemaps*'
@@ -65,7 +67,7 @@ run_gtest() {  # run_gtest NAME BINARY FILTER: streams its output (a hang shows 
     summary=$(grep -E '^\[  (PASSED|FAILED)  \]|^\[  SKIPPED \]' /run/imee/$name.log | tr '\n' ' ')
     check "$name (exit $rc: $summary)" '[ "$rc" = 0 ]'
 }
-if [ -x $IMEE_BIN/imee_unit_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
+if [ -x $IMEE_BIN/imee_kernel_tests ] && [ -x $IMEE_BIN/imee_kvm_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
     # tests/lab's run-directory layout for the tests' LabGuest: RUNDIR/{qemu.pid,ram.img,kallsyms}
     # and lab.sh query/pause/resume (lab-shim.sh). Each guest's kallsyms carries its own slide.
     mkdir -p /run/lab
@@ -86,7 +88,8 @@ if [ -x $IMEE_BIN/imee_unit_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
     # time (running, one idle guest made the unit tests 10-25% slower in wall time)
     guests() { for q in "$L2_QMP" ${L2B_QMP:-}; do labctl qmp "$q" "$1" > /dev/null || return 1; done; }
     check "guests paused for the unit tests" 'guests stop'
-    run_gtest kernel-unit $IMEE_BIN/imee_unit_tests "$KERNEL_UNIT_TESTS"
+    run_gtest kernel-ioctl $IMEE_BIN/imee_kernel_tests "$KERNEL_IOCTL_TESTS"
+    run_gtest kernel-suite $IMEE_BIN/imee_kvm_tests "$KERNEL_SUITE_TESTS"
     check "guests resumed" 'guests cont'
     # swap (zram) for the tests that have the target's pages swapped out; only now: the unit
     # tests before judge memory counters that swap would move
@@ -97,7 +100,7 @@ if [ -x $IMEE_BIN/imee_unit_tests ] && [ -x $IMEE_BIN/imee_live_tests ]; then
     check "swap on zram (64 MiB)" swap_on
     run_gtest kernel-live $IMEE_BIN/imee_live_tests "$KERNEL_LIVE_TESTS"
     check "guests paused for the hand-built-vCPU tests" 'guests stop'
-    run_gtest kernel-hand-built $IMEE_BIN/imee_unit_tests "$KERNEL_HAND_BUILT_TESTS"
+    run_gtest kernel-hand-built $IMEE_BIN/imee_kernel_tests "$KERNEL_HAND_BUILT_TESTS"
 else
     check "the test binaries are in L1 ($IMEE_BIN: VTX_BINARIES)" false
 fi

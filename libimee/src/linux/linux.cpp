@@ -19,7 +19,7 @@ T field(const std::byte* object, std::uint64_t offset) {
 // Every byte is overwritten by the reads (or the call throws): no zero-filling.
 using ObjectBytes = std::unique_ptr<std::byte[]>;
 
-ObjectBytes read_objects(Session& session, const std::vector<std::uint64_t>& addresses,
+ObjectBytes read_objects(LinuxSession& session, const std::vector<std::uint64_t>& addresses,
                          std::size_t size) {
   ObjectBytes buf = std::make_unique_for_overwrite<std::byte[]>(addresses.size() * size);
   std::vector<ReadRequest> requests(addresses.size());
@@ -32,7 +32,7 @@ ObjectBytes read_objects(Session& session, const std::vector<std::uint64_t>& add
 
 }  // namespace
 
-std::vector<std::uint64_t> task_addresses(Session& session, std::size_t max_tasks) {
+std::vector<std::uint64_t> task_addresses(LinuxSession& session, std::size_t max_tasks) {
   const LinuxLayout& l = session.profile().layout;
   const std::uint64_t head = session.symbol("init_task") + l.task_tasks;
   std::vector<std::uint64_t> tasks{head - l.task_tasks};
@@ -48,7 +48,7 @@ std::vector<std::uint64_t> task_addresses(Session& session, std::size_t max_task
   return tasks;
 }
 
-std::vector<Task> read_tasks(Session& session, const std::vector<std::uint64_t>& addresses) {
+std::vector<Task> read_tasks(LinuxSession& session, const std::vector<std::uint64_t>& addresses) {
   const LinuxLayout& l = session.profile().layout;
   // The span of task_struct that holds every field we read, fetched whole per task: one
   // request per task instead of one per field.
@@ -101,6 +101,23 @@ std::vector<Task> read_tasks(Session& session, const std::vector<std::uint64_t>&
                field<std::uint64_t>(c, l.cred_cap_ambient)};
   }
   return tasks;
+}
+
+std::vector<std::uint64_t> syscall_table(LinuxSession& session) {
+  std::vector<std::uint64_t> table(session.profile().syscall_slots);
+  session.read(session.symbol("sys_call_table"), std::as_writable_bytes(std::span(table))).value();
+  while (!table.empty() && table.back() == 0) table.pop_back();
+  return table;
+}
+
+SymbolTable boot_symbols(const LinuxSession& session, const std::string& path) {
+  const std::string& list = path.empty() ? session.profile().symbols_path : path;
+  if (list.empty()) throw Exception("no symbol list to resolve addresses: give --symbols");
+  SymbolTable symbols = SymbolTable::load(list);
+  const auto listed_text = symbols.find("_text");
+  if (!listed_text) throw Exception(list + ": no _text symbol");
+  symbols.shift(static_cast<std::int64_t>(session.kernel().text_va - *listed_text));
+  return symbols;
 }
 
 }  // namespace imee

@@ -1,11 +1,8 @@
-// The kvm backend against synthetic targets with hand-built page tables: every answer (bytes or
-// Error) must be the soft backend's, and the target's RAM must never change. Skipped only where
-// /dev/kvm is absent or unusable.
-#include <fcntl.h>
+// The two ImEE backends (kvm, and kernel: the patched kvm-intel) against synthetic targets with
+// hand-built page tables: every answer (bytes or Error) must be the soft backend's, and the
+// target's RAM must never change. They need /dev/kvm; the kernel variants need the patched module
+// (the VT-x lab runs them, IMEE_REQUIRE_KERNEL=1) and are skipped elsewhere, saying why.
 #include <gtest/gtest.h>
-#include <linux/kvm.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -16,9 +13,12 @@
 #include <thread>
 #include <tuple>
 
+#include "../support/imee_required.hpp"
 #include "../support/page_table_builder.hpp"
 #include "../support/ram_diff.hpp"
 #include "../support/readonly_ram.hpp"
+#include "../support/test_vm.hpp"
+#include "imee/kernel_backend.hpp"
 #include "imee/kvm_backend.hpp"
 #include "imee/soft_backend.hpp"
 
@@ -83,17 +83,6 @@ struct Target {
   std::unique_ptr<GuestRam> guest;
 };
 
-std::string kvm_unusable() {
-  std::string why;
-  return KvmBackend::available(&why) ? std::string() : why;
-}
-
-#define SKIP_WITHOUT_KVM()                                            \
-  do {                                                                \
-    if (std::string why = kvm_unusable(); !why.empty())               \
-      GTEST_SKIP() << "kvm backend needs a usable /dev/kvm: " << why; \
-  } while (0)
-
 // One read through both backends: same status, and the same bytes wherever the soft backend
 // promises them (all of them on success, those before the failing VA otherwise).
 void expect_same_read(MemoryBackend& kvm, MemoryBackend& soft, const AddressSpace& as,
@@ -113,54 +102,35 @@ void expect_same_read(MemoryBackend& kvm, MemoryBackend& soft, const AddressSpac
 
 // A KVM VM whose RAM is the synthetic target's: what the kernel backend introspects. It never
 // runs; its vCPU 0 only has to exist.
-class TargetVm {
- public:
-  explicit TargetVm(std::span<const std::byte> ram) {
-    kvm_ = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    vm_ = kvm_ < 0 ? -1 : ::ioctl(kvm_, KVM_CREATE_VM, 0);
-    kvm_userspace_memory_region slot{};
-    slot.flags = KVM_MEM_READONLY;
-    slot.memory_size = ram.size();
-    slot.userspace_addr = reinterpret_cast<std::uint64_t>(ram.data());
-    if (vm_ < 0 || ::ioctl(vm_, KVM_SET_USER_MEMORY_REGION, &slot) != 0 ||
-        (vcpu_ = ::ioctl(vm_, KVM_CREATE_VCPU, 0)) < 0)
-      throw std::runtime_error("cannot create the target VM");
-  }
-  TargetVm(const TargetVm&) = delete;
-  TargetVm& operator=(const TargetVm&) = delete;
-  ~TargetVm() {
-    for (int fd : {vcpu_, vm_, kvm_})
-      if (fd >= 0) ::close(fd);
-  }
-  int fd() const { return vm_; }
-
- private:
-  int kvm_ = -1, vm_ = -1, vcpu_ = -1;
+struct TargetVm {
+  explicit TargetVm(std::span<const std::byte> ram)
+      : kvm(test::open_kvm()), vm(kvm.fd, 1, 0, ram.data(), ram.size(), true) {}
+  int fd() const { return vm.vm.fd; }
+  test::Fd kvm;
+  test::TestVm vm;
 };
+
+// The ImEE backend of the test's parameter over `t`.
+std::unique_ptr<AgentBackend> make_imee(bool kernel, const Target& t,
+                                        std::unique_ptr<TargetVm>& vm) {
+  const AgentHome home{t.space(), kHomeVa};
+  if (!kernel) return std::make_unique<KvmBackend>(*t.guest, home);
+  vm = std::make_unique<TargetVm>(t.ram->bytes());
+  return std::make_unique<KernelBackend>(*t.guest, home, KernelVm{.vm_fd = vm->fd()});
+}
 
 // The kvm backend, and the same tests through the kernel backend (the patched kvm-intel: it runs
 // in the VT-x lab, where IMEE_REQUIRE_KERNEL=1 turns its absence into a failure).
-class KvmBackendTest : public ::testing::TestWithParam<std::tuple<int, bool>> {
+class AgentBackendTest : public ::testing::TestWithParam<std::tuple<int, bool>> {
  protected:
   int levels() const { return std::get<0>(GetParam()); }
   bool kernel() const { return std::get<1>(GetParam()); }
 
   void SetUp() override {
-    SKIP_WITHOUT_KVM();
-    std::string why;
-    if (kernel() && !KvmBackend::available(&why, true)) {
-      if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) FAIL() << why;
-      GTEST_SKIP() << "the kernel backend needs the patched kvm-intel (tests/vtx-lab): " << why;
-    }
+    IMEE_NEED_BACKEND(kernel() ? "kernel" : "kvm");
     target_ = std::make_unique<Target>(levels());
     soft_ = std::make_unique<SoftBackend>(*target_->guest);
-    if (kernel()) {
-      target_vm_ = std::make_unique<TargetVm>(target_->ram->bytes());
-      kvm_ = std::make_unique<KvmBackend>(*target_->guest, target_->space(), kHomeVa,
-                                          KvmBackend::KernelTarget{.vm_fd = target_vm_->fd()});
-    } else {
-      kvm_ = std::make_unique<KvmBackend>(*target_->guest, target_->space(), kHomeVa);
-    }
+    kvm_ = make_imee(kernel(), *target_, target_vm_);
     ram_before_ = std::make_unique<test::RamSnapshot>(
         std::vector<std::span<const std::byte>>{target_->ram->bytes()});
   }
@@ -169,7 +139,7 @@ class KvmBackendTest : public ::testing::TestWithParam<std::tuple<int, bool>> {
       test::expect_ram_unchanged(*ram_before_);
     }
     if (kvm_) {
-      const KvmBackend::Stats& s = kvm_->stats();
+      const BackendStats s = kvm_->stats();
       RecordProperty("runs", static_cast<int>(s.runs));
       RecordProperty("software_requests", static_cast<int>(s.software_requests));
       if (levels() == 5 && s.agent_requests == 0)
@@ -181,12 +151,12 @@ class KvmBackendTest : public ::testing::TestWithParam<std::tuple<int, bool>> {
   std::unique_ptr<Target> target_;
   std::unique_ptr<TargetVm> target_vm_;
   std::unique_ptr<SoftBackend> soft_;
-  std::unique_ptr<KvmBackend> kvm_;
+  std::unique_ptr<AgentBackend> kvm_;
   std::unique_ptr<test::RamSnapshot> ram_before_;
   bool edited_ = false;  // the test itself rewrote the target's RAM
 };
 
-TEST_P(KvmBackendTest, FourKilobytePagesAtEveryAlignmentAndLength) {
+TEST_P(AgentBackendTest, FourKilobytePagesAtEveryAlignmentAndLength) {
   // Lengths around every width the agent distinguishes, at offsets around a page boundary.
   std::vector<std::size_t> lengths;
   for (std::size_t n = 1; n <= 40; ++n) lengths.push_back(n);
@@ -200,7 +170,7 @@ TEST_P(KvmBackendTest, FourKilobytePagesAtEveryAlignmentAndLength) {
       expect_same_read(*kvm_, *soft_, as(), boundary - std::min<std::uint64_t>(back, len), len);
 }
 
-TEST_P(KvmBackendTest, LargePagesAndUserPages) {
+TEST_P(AgentBackendTest, LargePagesAndUserPages) {
   for (std::size_t len : {1, 8, 15, 16, 17, 100, 256, 300, 4096, 5000, 70000})
     for (std::uint64_t off : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{4095}, 2 * MiB - 7,
                               2 * MiB - 4096 - 3}) {
@@ -212,7 +182,7 @@ TEST_P(KvmBackendTest, LargePagesAndUserPages) {
   expect_same_read(*kvm_, *soft_, as(), k2mVa + 5, 4 * MiB - 5);
 }
 
-TEST_P(KvmBackendTest, FaultsMatchTheSoftBackend) {
+TEST_P(AgentBackendTest, FaultsMatchTheSoftBackend) {
   // Into a hole, from a mapped page; past the end of RAM inside the 1 GiB page; a
   // non-canonical range; a read that ends exactly at a hole.
   const std::uint64_t hole5 = k4kVa + 5 * 4 * KiB;
@@ -231,7 +201,7 @@ TEST_P(KvmBackendTest, FaultsMatchTheSoftBackend) {
   EXPECT_TRUE(kvm_->read(as(), k2mVa, std::span(one.data(), 0)).ok());
 }
 
-TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
+TEST_P(AgentBackendTest, NotPresentAtEachLevel) {
   // A fresh target per level: the entry for `va` at that level loses its present bit. The read
   // starts on a mapped page just below `va`'s level-sized region, so it faults mid-request.
   for (int level = levels(); level >= 1; --level) {
@@ -247,10 +217,8 @@ TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
     t.ram->write(t.builder.ram());
     SoftBackend soft(*t.guest);
     std::unique_ptr<TargetVm> vm;
-    if (kernel()) vm = std::make_unique<TargetVm>(t.ram->bytes());
-    KvmBackend kvm = kernel() ? KvmBackend(*t.guest, t.space(), kHomeVa,
-                                           KvmBackend::KernelTarget{.vm_fd = vm->fd()})
-                              : KvmBackend(*t.guest, t.space(), kHomeVa);
+    const std::unique_ptr<AgentBackend> imee = make_imee(kernel(), t, vm);
+    AgentBackend& kvm = *imee;
     std::vector<std::byte> a(6000), b(6000);
     const Status sa = kvm.read(t.space(), va - 100, a), sb = soft.read(t.space(), va - 100, b);
     ASSERT_FALSE(sb.ok());
@@ -264,7 +232,7 @@ TEST_P(KvmBackendTest, NotPresentAtEachLevel) {
   }
 }
 
-TEST_P(KvmBackendTest, RandomizedDifferential) {
+TEST_P(AgentBackendTest, RandomizedDifferential) {
   // 10,000+ random reads over the whole synthetic space, mapped or not, in batches.
   std::mt19937_64 rng(levels() * 7919);
   const std::uint64_t bases[] = {k4kVa,         k2mVa,
@@ -320,7 +288,7 @@ TEST_P(KvmBackendTest, RandomizedDifferential) {
   }
 }
 
-TEST_P(KvmBackendTest, BatchReadsUseOneRunPerBatch) {
+TEST_P(AgentBackendTest, BatchReadsUseOneRunPerBatch) {
   constexpr int kCount = 80;  // fits in one batch (IMEE_MAX_REQUESTS)
   std::vector<std::vector<std::byte>> a(kCount, std::vector<std::byte>(24));
   std::vector<std::vector<std::byte>> b(kCount, std::vector<std::byte>(24));
@@ -346,7 +314,7 @@ TEST_P(KvmBackendTest, BatchReadsUseOneRunPerBatch) {
   }
 }
 
-TEST_P(KvmBackendTest, BlindSpotReadsRelocateTheAgent) {
+TEST_P(AgentBackendTest, BlindSpotReadsRelocateTheAgent) {
   const std::uint64_t home_gpa = kvm_->agent_home_gpa();
   EXPECT_EQ(home_gpa, kHomeGpa);
   // The home page read through its own VA, and a page-crossing read into it.
@@ -357,18 +325,18 @@ TEST_P(KvmBackendTest, BlindSpotReadsRelocateTheAgent) {
   EXPECT_GE(kvm_->stats().relocations, 1u);
   EXPECT_NE(kvm_->agent_home_gpa(), home_gpa);
   // The new home, read through another VA that maps it (an alias the agent cannot see).
-  kvm_->set_agent_home(as(), kHomeVa + 8 * KiB);
+  kvm_->set_agent_home({as(), kHomeVa + 8 * KiB});
   EXPECT_EQ(kvm_->agent_home_gpa(), kHomeGpa + 8 * KiB);
   const std::uint64_t hits = kvm_->stats().blind_spot_hits;
   expect_same_read(*kvm_, *soft_, as(), kAliasVa, 4096);
   expect_same_read(*kvm_, *soft_, as(), kAliasVa + 4000, 96);
   EXPECT_GT(kvm_->stats().blind_spot_hits, hits);
   // A home the target does not map executable is refused.
-  EXPECT_THROW(kvm_->set_agent_home(as(), k2mVa), Exception);
-  EXPECT_THROW(kvm_->set_agent_home(as(), k4kVa + 5 * 4 * KiB), Exception);
+  EXPECT_THROW(kvm_->set_agent_home({as(), k2mVa}), Exception);
+  EXPECT_THROW(kvm_->set_agent_home({as(), k4kVa + 5 * 4 * KiB}), Exception);
 }
 
-TEST_P(KvmBackendTest, TargetPageTableEditsAreSeenAtOnce) {
+TEST_P(AgentBackendTest, TargetPageTableEditsAreSeenAtOnce) {
   // The target remaps a page, unmaps it, maps it back: no translation may outlive its PTE.
   const std::uint64_t va = k4kVa + 3 * 4 * KiB;
   const std::uint64_t leaf = target_->builder.entry_gpa(va, 1);
@@ -380,7 +348,7 @@ TEST_P(KvmBackendTest, TargetPageTableEditsAreSeenAtOnce) {
   }
 }
 
-TEST_P(KvmBackendTest, MissingAccessedBitNeverWritesTheTarget) {
+TEST_P(AgentBackendTest, MissingAccessedBitNeverWritesTheTarget) {
   // The MMU would set A in read-only RAM: KVM must not (TearDown compares the whole RAM too).
   for (std::size_t len : {1, 8, 100, 4096, 9000})
     expect_same_read(*kvm_, *soft_, as(), kNoAccessedVa + 77, len);
@@ -393,7 +361,7 @@ TEST_P(KvmBackendTest, MissingAccessedBitNeverWritesTheTarget) {
   EXPECT_EQ(e & A, 0u);
 }
 
-TEST_P(KvmBackendTest, PollModeServesReadsFromAnotherThread) {
+TEST_P(AgentBackendTest, PollModeServesReadsFromAnotherThread) {
   kvm_->start_polling();
   ASSERT_TRUE(kvm_->polling());
   std::thread reader([&] {
@@ -411,7 +379,7 @@ TEST_P(KvmBackendTest, PollModeServesReadsFromAnotherThread) {
   expect_same_read(*kvm_, *soft_, as(), k2mVa + 17, 333);
 }
 
-INSTANTIATE_TEST_SUITE_P(Levels, KvmBackendTest,
+INSTANTIATE_TEST_SUITE_P(Levels, AgentBackendTest,
                          ::testing::Combine(::testing::Values(4, 5), ::testing::Bool()),
                          [](const auto& info) {
                            return std::to_string(std::get<0>(info.param)) + "level_" +
@@ -419,12 +387,12 @@ INSTANTIATE_TEST_SUITE_P(Levels, KvmBackendTest,
                          });
 
 TEST(KvmBackend, RefusesWritableTargetRam) {
-  SKIP_WITHOUT_KVM();
+  IMEE_NEED_BACKEND("kvm");
   PageTableBuilder b(8 * MiB, 4);
   b.map(kHomeVa, 4 * MiB, 2 * MiB, P | A);
   // std::vector memory: writable, and not page aligned either way.
   const GuestRam ram = GuestRam::view(b.ram());
-  EXPECT_THROW(KvmBackend(ram, {b.root(), PagingMode::k4Level, true}, kHomeVa), Exception);
+  EXPECT_THROW(KvmBackend(ram, {{b.root(), PagingMode::k4Level, true}, kHomeVa}), Exception);
 }
 
 }  // namespace

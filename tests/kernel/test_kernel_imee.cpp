@@ -26,10 +26,12 @@
 #include <vector>
 
 #include "../support/host_memory.hpp"
+#include "../support/imee_required.hpp"
 #include "../support/page_table_builder.hpp"
 #include "../support/ram_diff.hpp"
 #include "../support/readonly_ram.hpp"
-#include "imee/kvm_backend.hpp"
+#include "../support/test_vm.hpp"
+#include "imee/kernel_backend.hpp"
 #include "imee/soft_backend.hpp"
 
 namespace imee {
@@ -48,48 +50,8 @@ constexpr std::uint64_t kLocalGpa = 1ull << 39;  // the test shells' memory
 #define MADV_COLLAPSE 25  // Linux 6.1 (uapi asm-generic/mman-common.h); glibc 2.36 lacks it
 #endif
 
-#define REQUIRE_KERNEL_IMEE()                                                           \
-  do {                                                                                  \
-    std::string why;                                                                    \
-    if (!KvmBackend::available(&why, true)) {                                           \
-      if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) FAIL() << why;                 \
-      GTEST_SKIP() << "needs the patched kvm-intel (tests/vtx-lab runs this): " << why; \
-    }                                                                                   \
-  } while (0)
-
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    std::swap(fd, o.fd);
-    return *this;
-  }
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-// A KVM VM with `vcpus` vCPUs and one memslot of `bytes` at `gpa`.
-struct Vm {
-  Fd vm;
-  std::vector<Fd> vcpus;
-  Vm(int kvm, int nvcpus, std::uint64_t gpa, const void* host, std::uint64_t bytes, bool readonly) {
-    vm = Fd(::ioctl(kvm, KVM_CREATE_VM, 0));
-    if (vm.fd < 0) throw std::runtime_error("KVM_CREATE_VM");
-    if (bytes != 0) {
-      kvm_userspace_memory_region slot{};
-      slot.flags = readonly ? KVM_MEM_READONLY : 0;
-      slot.guest_phys_addr = gpa;
-      slot.memory_size = bytes;
-      slot.userspace_addr = reinterpret_cast<std::uint64_t>(host);
-      if (::ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &slot) != 0)
-        throw std::runtime_error("KVM_SET_USER_MEMORY_REGION");
-    }
-    for (int i = 0; i < nvcpus; ++i) vcpus.emplace_back(::ioctl(vm.fd, KVM_CREATE_VCPU, i));
-  }
-};
+using test::Fd;
+using Vm = test::TestVm;
 
 // A synthetic target: 16 MiB, kernel text at kHomeVa, data at kDataVa.
 struct Synthetic {
@@ -112,7 +74,7 @@ struct Synthetic {
 class KernelImee : public ::testing::Test {
  protected:
   void SetUp() override {
-    REQUIRE_KERNEL_IMEE();
+    IMEE_NEED_BACKEND("kernel");
     kvm_ = Fd(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
     ASSERT_GE(kvm_.fd, 0);
     local_ = static_cast<std::byte*>(
@@ -578,7 +540,7 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
     EXPECT_TRUE(out) << "MADV_PAGEOUT did not swap the target's page out";
     EXPECT_EQ(agent.load(at), 0xc0000005u) << "read through the ImEE after the swap-out";
     EXPECT_NE(pfn_of(page5), 0u) << "the ImEE's read swapped the page back in";
-  } else if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) {
+  } else if (test::imee_required()) {
     ADD_FAILURE() << "no swap: the VT-x lab sets up zram swap for this test";
   } else {
     std::printf("swap-out not exercised: this machine has no swap\n");
@@ -621,7 +583,7 @@ TEST_F(KernelImee, HostRemapsAndMemslotChangesAreFollowed) {
     write_line(ksm + "sleep_millisecs", sleep_ms);
     write_line(ksm + "pages_to_scan", to_scan);
     write_line(ksm + "run", "0");
-  } else if (std::getenv("IMEE_REQUIRE_KERNEL") != nullptr) {
+  } else if (test::imee_required()) {
     ADD_FAILURE() << "no KSM control (" << ksm << "run)";
   }
 
@@ -722,7 +684,7 @@ TEST_F(KernelImee, TargetExitEndsTheSessionCleanly) {
   ::close(ready[0]);
 
   {
-    KvmBackend imee(*t_.guest, t_.space(), kHomeVa, KvmBackend::KernelTarget{.qemu_pid = child});
+    KernelBackend imee(*t_.guest, {t_.space(), kHomeVa}, KernelVm{.qemu_pid = child});
     std::vector<std::byte> got(256), want(256);
     ASSERT_TRUE(imee.read(t_.space(), kDataVa + 4096, got).ok());
     ASSERT_TRUE(SoftBackend(*t_.guest).read(t_.space(), kDataVa + 4096, want).ok());
@@ -823,8 +785,7 @@ TEST_F(KernelImee, ToolKilledMidPollLeavesTheTargetUsable) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     try {
-      KvmBackend imee(*t_.guest, t_.space(), kHomeVa,
-                      KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
+      KernelBackend imee(*t_.guest, {t_.space(), kHomeVa}, KernelVm{.vm_fd = target_->vm.fd});
       imee.start_polling();
       std::vector<std::byte> buf(64);
       if (!imee.read(t_.space(), kDataVa, buf).ok()) _exit(2);
@@ -845,8 +806,7 @@ TEST_F(KernelImee, ToolKilledMidPollLeavesTheTargetUsable) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFSIGNALED(status));
 
-  KvmBackend again(*t_.guest, t_.space(), kHomeVa,
-                   KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
+  KernelBackend again(*t_.guest, {t_.space(), kHomeVa}, KernelVm{.vm_fd = target_->vm.fd});
   std::vector<std::byte> got(512), want(512);
   ASSERT_TRUE(again.read(t_.space(), kDataVa + 100, got).ok());
   ASSERT_TRUE(SoftBackend(*t_.guest).read(t_.space(), kDataVa + 100, want).ok());
@@ -857,8 +817,7 @@ TEST_F(KernelImee, ToolKilledMidPollLeavesTheTargetUsable) {
 // remain come from the host's scheduler (one CPU in the lab: the reader and the vCPU thread
 // take turns, and the vCPU leaves guest mode when its turn ends), not from the reads.
 TEST_F(KernelImee, PollModeReadsCauseNoExits) {
-  KvmBackend imee(*t_.guest, t_.space(), kHomeVa,
-                  KvmBackend::KernelTarget{.vm_fd = target_->vm.fd});
+  KernelBackend imee(*t_.guest, {t_.space(), kHomeVa}, KernelVm{.vm_fd = target_->vm.fd});
   SoftBackend soft(*t_.guest);
   constexpr int kBatches = 50, kPerBatch = 80;
   std::vector<std::vector<std::byte>> bufs(kPerBatch, std::vector<std::byte>(64));

@@ -10,8 +10,7 @@
 #include <sstream>
 #include <vector>
 
-#include "imee/kvm_backend.hpp"
-#include "imee/soft_backend.hpp"
+#include "imee/error.hpp"
 
 namespace imee {
 
@@ -110,52 +109,6 @@ std::string Target::describe() const {
   std::snprintf(size, sizeof size, "%llu MiB",
                 static_cast<unsigned long long>(ram_.total_size() >> 20));
   return out + "RAM " + ram_.name() + " (" + size + ", " + to_string(machine_) + " layout)";
-}
-
-namespace {
-
-bool host_has_hardware_virtualization() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line))
-    if (line.starts_with("flags"))
-      return line.find(" vmx") != std::string::npos || line.find(" svm") != std::string::npos;
-  return false;
-}
-
-}  // namespace
-
-std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Target& target,
-                                            const AgentHome& home, std::string* why) {
-  std::string reason;
-  std::string chosen = name;
-  if (name == "auto") {
-    chosen = "soft";
-    if (!host_has_hardware_virtualization())
-      reason = "soft: this host's CPU has no VT-x/AMD-V, so an ImEE would run emulated";
-    else if (!KvmBackend::available(&reason))
-      reason = "soft: KVM is not usable (" + reason + ")";
-    else if (target.qemu_pid() && KvmBackend::available(nullptr, true)) {
-      chosen = "kernel";
-      reason = "kernel: the ImEE of this host's patched kvm-intel";
-    } else {
-      chosen = "kvm";
-      reason = "kvm: KVM on hardware virtualization";
-    }
-  }
-  if (why != nullptr) *why = reason;
-  if (chosen == "soft") return std::make_unique<SoftBackend>(target.ram());
-  if (chosen == "kvm" || chosen == "kernel") {
-    const bool kernel = chosen == "kernel";
-    if (!KvmBackend::available(&reason, kernel))
-      throw Exception("the " + chosen + " backend is not available: " + reason);
-    if (!kernel) return std::make_unique<KvmBackend>(target.ram(), home.space, home.va);
-    if (!target.qemu_pid())
-      throw Exception("the kernel backend needs the target's QEMU process (--pid)");
-    return std::make_unique<KvmBackend>(target.ram(), home.space, home.va,
-                                        KvmBackend::KernelTarget{.qemu_pid = *target.qemu_pid()});
-  }
-  throw Exception("unknown backend '" + name + "' (available: soft, kvm, kernel, auto)");
 }
 
 }  // namespace imee

@@ -1,7 +1,10 @@
-#include "imee/session.hpp"
+#include "imee/linux_session.hpp"
 
 #include <cstring>
 #include <string_view>
+
+#include "imee/backends.hpp"
+#include "imee/soft_backend.hpp"
 
 namespace imee {
 
@@ -93,40 +96,61 @@ KernelLocation locate_kernel(MemoryBackend& backend, const LinuxProfile& profile
                   "cannot tell which one is live");
 }
 
-Session::Session(MemoryBackend& backend, LinuxProfile profile)
-    : backend_(backend), profile_(std::move(profile)), kernel_(locate_kernel(backend_, profile_)) {}
+LinuxSession::LinuxSession(MemoryBackend& backend, LinuxProfile profile)
+    : backend_(&backend), profile_(std::move(profile)), kernel_(locate_kernel(backend, profile_)) {}
 
-Session::Session(MemoryBackend& backend, LinuxProfile profile, const KernelLocation& kernel)
-    : backend_(backend), profile_(std::move(profile)), kernel_(kernel) {}
+LinuxSession::LinuxSession(MemoryBackend& backend, LinuxProfile profile,
+                           const KernelLocation& kernel)
+    : backend_(&backend), profile_(std::move(profile)), kernel_(kernel) {}
 
-std::uint64_t Session::symbol(std::string_view name) const {
+std::unique_ptr<LinuxSession> LinuxSession::open(const TargetSpec& spec, LinuxProfile profile,
+                                                 const std::string& backend_name) {
+  auto target = std::make_unique<Target>(Target::open(spec));
+  // Finding the kernel needs physical reads and a few walks: the software path does it, and an
+  // ImEE backend then gets its agent's home from it.
+  SoftBackend locator(target->ram());
+  const KernelLocation kernel = locate_kernel(locator, profile);
+  auto session = std::make_unique<LinuxSession>(locator, std::move(profile), kernel);
+  std::string why;
+  session->owned_backend_ = make_backend(backend_name, *target, session->agent_home(), &why);
+  session->backend_ = session->owned_backend_.get();
+  session->backend_choice_ = why;
+  session->target_ = std::move(target);
+  return session;
+}
+
+std::uint64_t LinuxSession::symbol(std::string_view name) const {
   return kernel_.text_va + profile_.symbol_offset(name);
 }
 
-AddressSpace Session::user_space(std::uint64_t pgd_va) const {
+AgentHome LinuxSession::agent_home() const {
+  return {kernel_.space, symbol("entry_SYSCALL_64")};
+}
+
+AddressSpace LinuxSession::user_space(std::uint64_t pgd_va) const {
   return AddressSpace{pgd_va - kernel_.page_offset_base, kernel_.space.mode, true};
 }
 
-Expected<std::vector<std::byte>> Session::read(std::uint64_t va, std::size_t len) {
+Expected<std::vector<std::byte>> LinuxSession::read(std::uint64_t va, std::size_t len) {
   if (Status s = check_range(va, len); !s) return s.error();
   std::vector<std::byte> out(len);
   if (Status s = read(va, out); !s) return s.error();
   return out;
 }
 
-Expected<std::uint32_t> Session::u32(std::uint64_t va) {
+Expected<std::uint32_t> LinuxSession::u32(std::uint64_t va) {
   std::uint32_t v = 0;
   if (Status s = read(va, std::as_writable_bytes(std::span(&v, 1))); !s) return s.error();
   return v;
 }
 
-Expected<std::uint64_t> Session::u64(std::uint64_t va) {
+Expected<std::uint64_t> LinuxSession::u64(std::uint64_t va) {
   std::uint64_t v = 0;
   if (Status s = read(va, std::as_writable_bytes(std::span(&v, 1))); !s) return s.error();
   return v;
 }
 
-Expected<std::string> Session::cstring(std::uint64_t va, std::size_t max_len) {
+Expected<std::string> LinuxSession::cstring(std::uint64_t va, std::size_t max_len) {
   std::string out;
   // Read up to each page end only, so a string that ends before an unmapped page still reads.
   while (out.size() < max_len) {

@@ -1,16 +1,12 @@
 #include "kvm_vm.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <string_view>
 #include <vector>
 
 #include "imee/error.hpp"
@@ -210,91 +206,6 @@ std::uint32_t Vm::run() {
     fail("KVM_RUN");
   }
   return run_state().exit_reason;
-}
-
-std::string imee_kernel_missing() {
-  Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-  if (!kvm) return std::string("cannot open /dev/kvm: ") + std::strerror(errno);
-  imee_launch probe{};  // version 0: a patched KVM refuses it with EPROTONOSUPPORT
-  if (::ioctl(kvm.get(), IMEE_LAUNCH, &probe) == 0 || errno != EPROTONOSUPPORT)
-    return "this KVM has no ImEE (IMEE_LAUNCH: " + std::string(std::strerror(errno)) +
-           "); load the patched modules (kernel/README.md)";
-  return {};
-}
-
-namespace {
-
-imee_launch launch_args(int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
-                        std::uint64_t agent_local_gpa) {
-  imee_launch a{};
-  a.version = IMEE_VERSION;
-  a.vm_fd = target_vm_fd;
-  a.vcpu_index = vcpu_index;
-  a.shell_fd = -1;
-  a.imee_fd = -1;
-  a.agent_gpa = agent_gpa;
-  a.agent_local_gpa = agent_local_gpa;
-  return a;
-}
-
-}  // namespace
-
-Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
-               std::uint64_t agent_local_gpa) {
-  Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-  if (!kvm) fail("open /dev/kvm");
-  imee_launch a = launch_args(target_vm_fd, vcpu_index, agent_gpa, agent_local_gpa);
-  a.shell_fd = shell.vm_fd();
-  Fd imee(xioctl(kvm.get(), IMEE_LAUNCH, arg(&a)));
-  if (!imee) fail("IMEE_LAUNCH");
-  return imee;
-}
-
-void retarget_imee(int imee, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
-                   std::uint64_t agent_local_gpa) {
-  Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-  if (!kvm) fail("open /dev/kvm");
-  imee_launch a = launch_args(target_vm_fd, vcpu_index, agent_gpa, agent_local_gpa);
-  a.flags = IMEE_LAUNCH_RETARGET;
-  a.imee_fd = imee;
-  if (xioctl(kvm.get(), IMEE_LAUNCH, arg(&a)) != 0) fail("IMEE_LAUNCH (retarget)");
-}
-
-imee_activate activate_imee(int imee, std::uint32_t mode) {
-  imee_activate a{};
-  a.version = IMEE_VERSION;
-  a.mode = mode;
-  if (::ioctl(imee, IMEE_ACTIVATE, &a) != 0) {
-    if (errno != EINTR) fail("IMEE_ACTIVATE");
-    a.status = IMEE_RESULT_INTERRUPTED;
-  }
-  return a;
-}
-
-Fd qemu_vm_fd(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) fail("opendir " + dir);
-  std::vector<int> found;
-  while (dirent* e = ::readdir(d)) {
-    char link[64] = {};
-    const std::string path = dir + "/" + e->d_name;
-    const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
-    if (n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:kvm-vm")
-      found.push_back(std::atoi(e->d_name));
-  }
-  ::closedir(d);
-  if (found.empty()) throw Exception("process " + std::to_string(pid) + " holds no KVM VM fd");
-  // QEMU holds one. With several (a fork that inherited another VM's fd...) guessing could
-  // introspect the wrong VM: refuse.
-  if (found.size() > 1)
-    throw Exception("process " + std::to_string(pid) + " holds " + std::to_string(found.size()) +
-                    " KVM VM fds: which one is the target is ambiguous");
-  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd) fail("pidfd_open " + std::to_string(pid));
-  Fd vm(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), found.front(), 0)));
-  if (!vm) fail("pidfd_getfd of QEMU's VM fd");
-  return vm;
 }
 
 }  // namespace imee::kvm

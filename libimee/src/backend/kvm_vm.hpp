@@ -1,11 +1,9 @@
 // Raw plumbing for a small VM on stock KVM: file descriptors, mappings, memslots, one vCPU.
 // Every ioctl is checked; a failure throws imee::Exception naming the call and errno.
-// Private to libimee (the kvm backend is its only user).
+// Private to libimee: the ImEE shell VM (agent_shell.hpp) and the kvm backend use it.
 #pragma once
 
-#include <linux/imee.h>
 #include <linux/kvm.h>
-#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -98,23 +96,5 @@ class Vm {
   Mapping run_map_;
   std::vector<bool> slots_;  // which memslots are installed
 };
-
-// The ImEE of the patched kvm-intel (kernel/include/uapi/linux/imee.h).
-
-// Empty if /dev/kvm answers IMEE_LAUNCH, else why not (stock KVM, no KVM, ...).
-std::string imee_kernel_missing();
-
-// IMEE_LAUNCH: turns `shell` (whose vCPU never ran) into an ImEE on the VM behind
-// `target_vm_fd`, the agent at target GPA `agent_gpa` (shell page `agent_local_gpa`).
-Fd launch_imee(const Vm& shell, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
-               std::uint64_t agent_local_gpa);
-// IMEE_LAUNCH with IMEE_LAUNCH_RETARGET: moves `imee` to another target (or agent home).
-void retarget_imee(int imee, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_t agent_gpa,
-                   std::uint64_t agent_local_gpa);
-// IMEE_ACTIVATE. Errors (not faults: those are in the result) throw.
-imee_activate activate_imee(int imee, std::uint32_t mode);
-
-// A duplicate of QEMU process `pid`'s KVM VM fd (pidfd_getfd(2): needs ptrace rights on it).
-Fd qemu_vm_fd(pid_t pid);
 
 }  // namespace imee::kvm

@@ -1,7 +1,8 @@
-#include "imee/kernel_types.hpp"
+// Kernel images: raw BTF, an ELF vmlinux, or a compressed kernel (bzImage/vmlinuz with a gzip,
+// xz, lzma or zstd payload, or a plain vmlinux.xz/.gz/.zst), unpacked just far enough to find the
+// BTF and the banners.
+#include "kernel_image.hpp"
 
-#include <bpf/btf.h>
-#include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <lzma.h>
 #include <sys/mman.h>
@@ -12,11 +13,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdarg>
-#include <cstdio>
 #include <cstring>
 #include <functional>
-#include <mutex>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -35,16 +34,6 @@ constexpr std::size_t kMaxDecompressed = std::size_t{1} << 30;
 constexpr std::uint64_t kLzmaMemLimit = std::uint64_t{512} << 20;
 // Fallback magic search (non-bzImage input): how many candidate payloads to try.
 constexpr int kMaxPayloadCandidates = 8;
-// Bounds the search through anonymous members: hostile BTF can nest them as a deep DAG (each level
-// holding the next twice), which a plain depth-first search would walk exponentially. Real kernels
-// need a few hundred member visits for task_struct.
-constexpr int kMaxNesting = 32;
-constexpr int kMaxMemberVisits = 1 << 16;
-
-std::string errno_text(int err) {
-  return std::strerror(err);
-}
-
 std::uint16_t le16(const std::uint8_t* p) {
   return static_cast<std::uint16_t>(p[0] | p[1] << 8);
 }
@@ -378,11 +367,11 @@ std::vector<LoadSegment> load_segments(Bytes elf) {
 
 // Every "Linux version <digit>... \n" string in the image (linux_banner and look-alikes, e.g.
 // a copy from an earlier link pass), each with its offset from _text where the segments say.
-std::vector<KernelTypes::Banner> find_banners(Bytes data) {
+std::vector<KernelBanner> find_banners(Bytes data) {
   static constexpr std::string_view kPrefix = "Linux version ";
   const std::vector<LoadSegment> segments = load_segments(data);
   const std::uint64_t text = segments.empty() ? 0 : segments.front().vaddr;
-  std::vector<KernelTypes::Banner> out;
+  std::vector<KernelBanner> out;
   const auto* p = data.data();
   const auto* const end = data.data() + data.size();
   while (p < end) {
@@ -395,8 +384,8 @@ std::vector<KernelTypes::Banner> find_banners(Bytes data) {
       const auto* limit = std::min(end, b + 512);
       while (e < limit && *e >= 0x20 && *e < 0x7f) ++e;
       if (e < end && *e == '\n') {
-        KernelTypes::Banner banner{KernelTypes::kUnknownOffset,
-                                   std::string(reinterpret_cast<const char*>(b), e - b)};
+        KernelBanner banner{KernelTypes::kUnknownOffset,
+                            std::string(reinterpret_cast<const char*>(b), e - b)};
         const std::uint64_t off = b - data.data();
         for (const LoadSegment& s : segments)
           if (off >= s.offset && off - s.offset < s.filesz)
@@ -409,121 +398,9 @@ std::vector<KernelTypes::Banner> find_banners(Bytes data) {
   return out;
 }
 
-// libbpf explains a parse failure only through its print callback. While a thread parses, its
-// warnings go into that thread's exception message; other libbpf output goes where it went before.
-thread_local std::string* t_libbpf_log = nullptr;
-libbpf_print_fn_t g_previous_print = nullptr;
-
-int capture_libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
-  if (t_libbpf_log == nullptr) return g_previous_print ? g_previous_print(level, format, args) : 0;
-  char line[256];
-  const int n = std::vsnprintf(line, sizeof line, format, args);
-  if (n > 0 && t_libbpf_log->size() < 1024) {
-    std::string_view text(line, std::min<std::size_t>(n, sizeof line - 1));
-    if (text.starts_with("libbpf: ")) text.remove_prefix(8);
-    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-    *t_libbpf_log += t_libbpf_log->empty() ? "" : "; ";
-    *t_libbpf_log += text;
-  }
-  return 0;
-}
-
-struct btf* new_btf(Bytes raw, const std::string& what) {
-  static std::once_flag once;
-  std::call_once(once, [] { g_previous_print = libbpf_set_print(&capture_libbpf_print); });
-  std::string log;
-  t_libbpf_log = &log;
-  errno = 0;
-  struct btf* b = btf__new(raw.data(), static_cast<std::uint32_t>(raw.size()));  // copies raw
-  const int err = errno != 0 ? errno : EINVAL;
-  t_libbpf_log = nullptr;
-  if (b == nullptr) {
-    throw Exception(what + ": libbpf cannot parse the BTF data (" + errno_text(err) + ")" +
-                    (log.empty() ? "" : ": " + log));
-  }
-  return b;
-}
-
-const btf_type* resolved_type(const btf* b, std::uint32_t id, std::uint32_t* resolved_id) {
-  const int r = btf__resolve_type(b, id);  // through typedef/const/volatile/restrict
-  if (r < 0) return nullptr;
-  if (resolved_id != nullptr) *resolved_id = static_cast<std::uint32_t>(r);
-  return btf__type_by_id(b, static_cast<std::uint32_t>(r));
-}
-
-constexpr std::uint32_t kStructKinds[] = {BTF_KIND_STRUCT};
-constexpr std::uint32_t kUnionKinds[] = {BTF_KIND_UNION};
-constexpr std::uint32_t kCompositeKinds[] = {BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_TYPEDEF};
-constexpr std::uint32_t kSizedKinds[] = {BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_TYPEDEF,
-                                         BTF_KIND_INT, BTF_KIND_ENUM};
-
-// The id of a named type of one of `kinds`, first match in that order. Accepts a C-style "struct "
-// or "union " prefix.
-std::optional<std::uint32_t> named_type(const btf* b, std::string_view name,
-                                        std::span<const std::uint32_t> kinds) {
-  if (name.starts_with("struct ")) {
-    name.remove_prefix(7);
-    kinds = kStructKinds;
-  } else if (name.starts_with("union ")) {
-    name.remove_prefix(6);
-    kinds = kUnionKinds;
-  }
-  if (name.empty()) return std::nullopt;
-  const std::string key(name);  // libbpf wants a C string
-  for (std::uint32_t kind : kinds) {
-    const std::int32_t id = btf__find_by_name_kind(b, key.c_str(), kind);
-    if (id > 0) return static_cast<std::uint32_t>(id);
-  }
-  return std::nullopt;
-}
-
-std::optional<KernelTypes::Member> find_member(const btf* b, const btf_type* t,
-                                               std::string_view name, std::uint64_t base, int depth,
-                                               int& budget) {
-  if (depth > kMaxNesting) return std::nullopt;
-  const btf_member* m = btf_members(t);
-  for (std::uint16_t i = 0; i < btf_vlen(t); ++i) {
-    if (--budget < 0) return std::nullopt;
-    const std::uint32_t bit_offset = btf_member_bit_offset(t, i);
-    const char* member_name = btf__name_by_offset(b, m[i].name_off);
-    if (member_name != nullptr && *member_name != '\0') {
-      if (name != member_name) continue;
-      if (btf_member_bitfield_size(t, i) != 0 || bit_offset % 8 != 0) return std::nullopt;
-      // Without kind_flag, a bitfield shows as an int narrower than its storage.
-      const btf_type* mt = resolved_type(b, m[i].type, nullptr);
-      if (mt != nullptr && btf_is_int(mt) &&
-          (btf_int_bits(mt) != mt->size * 8 || btf_int_offset(mt) != 0))
-        return std::nullopt;
-      const std::int64_t size = btf__resolve_size(b, m[i].type);
-      if (size < 0) return std::nullopt;
-      return KernelTypes::Member{base + bit_offset / 8, static_cast<std::uint64_t>(size)};
-    }
-    // Anonymous struct/union: its members belong to the outer type.
-    const btf_type* inner = resolved_type(b, m[i].type, nullptr);
-    if (inner == nullptr || !btf_is_composite(inner) || bit_offset % 8 != 0) continue;
-    if (auto found = find_member(b, inner, name, base + bit_offset / 8, depth + 1, budget))
-      return found;
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
-std::string KernelTypes::banner_at(std::uint64_t text_offset) const {
-  for (const Banner& b : banners_)
-    if (b.text_offset == text_offset) return b.text;
-  return {};
-}
-
-void KernelTypes::BtfDeleter::operator()(struct btf* btf) const {
-  btf__free(btf);
-}
-
-KernelTypes::KernelTypes(KernelTypes&&) noexcept = default;
-KernelTypes& KernelTypes::operator=(KernelTypes&&) noexcept = default;
-KernelTypes::~KernelTypes() = default;
-
-KernelTypes KernelTypes::load(const std::string& path) {
+KernelImage read_kernel_image(const std::string& path) {
   const InputFile file(path, kMaxDecompressed);
   const Bytes input = file.bytes();
   if (input.empty()) throw Exception(path + ": file is empty");
@@ -532,10 +409,10 @@ KernelTypes KernelTypes::load(const std::string& path) {
                     " bytes) to be BTF or a kernel image");
   }
 
-  KernelTypes types;
+  KernelImage image;
   const auto parse_btf = [&](Bytes raw, const std::string& what) {
-    if (raw.size() > UINT32_MAX) throw Exception(what + ": BTF larger than 4 GiB");
-    types.btf_.reset(new_btf(raw, what));
+    image.btf.assign(raw.begin(), raw.end());
+    image.btf_origin = what;
   };
   const auto from_elf = [&](Bytes elf, const std::string& what) {
     const auto btf = elf_section(elf, ".BTF", what);
@@ -544,17 +421,17 @@ KernelTypes KernelTypes::load(const std::string& path) {
                       ": ELF has no .BTF section (kernel built without CONFIG_DEBUG_INFO_BTF?)");
     }
     parse_btf(elf.subspan(btf->offset, btf->size), what + " .BTF");
-    types.banners_ = find_banners(elf);
+    image.banners = find_banners(elf);
   };
 
   // Raw BTF, either byte order (libbpf swaps); then ELF; then a compressed kernel.
   if (starts_with(input, "\x9f\xeb") || starts_with(input, "\xeb\x9f")) {
     parse_btf(input, path);
-    return types;
+    return image;
   }
   if (starts_with(input, kElfMagic)) {
     from_elf(input, path);
-    return types;
+    return image;
   }
 
   if (const auto payload = bzimage_payload(input, path)) {
@@ -580,12 +457,12 @@ KernelTypes KernelTypes::load(const std::string& path) {
         from_elf(vmlinux.bytes(), what);  // decoded whole after all: use the section table
       } else {
         parse_btf(vmlinux.bytes().subspan(btf->offset, btf->size), what + " .BTF");
-        types.banners_ = find_banners(vmlinux.bytes());  // linux_banner is in .rodata, before .BTF
+        image.banners = find_banners(vmlinux.bytes());  // linux_banner is in .rodata, before .BTF
       }
     } catch (const DecodeError& e) {
       throw Exception(what + ": " + e.why);
     }
-    return types;
+    return image;
   }
 
   // No boot header: look for a compressed stream the way scripts/extract-vmlinux does, which also
@@ -606,7 +483,7 @@ KernelTypes KernelTypes::load(const std::string& path) {
         continue;
       }
       from_elf(vmlinux.bytes(), what);
-      return types;
+      return image;
     } catch (const DecodeError& e) {
       if (first_error.empty()) first_error = what + ": " + e.why;
     }
@@ -615,26 +492,6 @@ KernelTypes KernelTypes::load(const std::string& path) {
   throw Exception(path +
                   ": unrecognised format (not raw BTF, an ELF vmlinux, or a kernel image with a "
                   "gzip, xz, lzma or zstd payload)");
-}
-
-std::optional<KernelTypes::Member> KernelTypes::member(std::string_view type_name,
-                                                       std::string_view member_name) const {
-  if (!btf_ || member_name.empty()) return std::nullopt;
-  const auto id = named_type(btf_.get(), type_name, kCompositeKinds);
-  if (!id) return std::nullopt;
-  const btf_type* t = resolved_type(btf_.get(), *id, nullptr);
-  if (t == nullptr || !btf_is_composite(t)) return std::nullopt;
-  int budget = kMaxMemberVisits;
-  return find_member(btf_.get(), t, member_name, 0, 0, budget);
-}
-
-std::optional<std::uint64_t> KernelTypes::type_size(std::string_view type_name) const {
-  if (!btf_) return std::nullopt;
-  const auto id = named_type(btf_.get(), type_name, kSizedKinds);
-  if (!id) return std::nullopt;
-  const std::int64_t size = btf__resolve_size(btf_.get(), *id);
-  if (size < 0) return std::nullopt;
-  return static_cast<std::uint64_t>(size);
 }
 
 }  // namespace imee

@@ -3,13 +3,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "imee/agent_backend.hpp"
 #include "imee/backend.hpp"
 #include "imee/linux_profile.hpp"
+#include "imee/target.hpp"
 
 namespace imee {
 
@@ -25,13 +28,25 @@ struct KernelLocation {
 // slide are the ones under which _text translates back to that GPA. Throws if not found.
 KernelLocation locate_kernel(MemoryBackend& backend, const LinuxProfile& profile);
 
-class Session {
+class LinuxSession {
  public:
-  Session(MemoryBackend& backend, LinuxProfile profile);
-  // With the kernel already located (e.g. through a SoftBackend over the same RAM).
-  Session(MemoryBackend& backend, LinuxProfile profile, const KernelLocation& kernel);
+  // Opens the target, finds its kernel (a software walk over its RAM), builds backend
+  // `backend_name` (see make_backend: "auto", "soft", "kvm", "kernel") with the ImEE's agent at
+  // agent_home(), and returns a session that owns all of it. What tools, imee-bench and the
+  // live tests open.
+  static std::unique_ptr<LinuxSession> open(const TargetSpec& spec, LinuxProfile profile,
+                                            const std::string& backend_name = "auto");
 
-  MemoryBackend& backend() { return backend_; }
+  // A session over a backend the caller owns (which must outlive it); the kernel is located
+  // through it, or given (e.g. found through a SoftBackend over the same RAM).
+  LinuxSession(MemoryBackend& backend, LinuxProfile profile);
+  LinuxSession(MemoryBackend& backend, LinuxProfile profile, const KernelLocation& kernel);
+  LinuxSession(const LinuxSession&) = delete;
+  LinuxSession& operator=(const LinuxSession&) = delete;
+
+  MemoryBackend& backend() const { return *backend_; }
+  const Target* target() const { return target_.get(); }                 // when opened by open()
+  const std::string& backend_choice() const { return backend_choice_; }  // why auto chose it
   const LinuxProfile& profile() const { return profile_; }
   const KernelLocation& kernel() const { return kernel_; }
   const AddressSpace& kernel_space() const { return kernel_.space; }
@@ -39,10 +54,13 @@ class Session {
   std::uint64_t symbol(std::string_view name) const;  // this boot's VA
   // The address space of a process, from its mm_struct's pgd (a direct-map VA).
   AddressSpace user_space(std::uint64_t pgd_va) const;
+  // Where an ImEE's agent lives: the page of the kernel's syscall entry (entry_SYSCALL_64, what
+  // MSR_LSTAR points to), mapped executable in every address space, even under KPTI.
+  AgentHome agent_home() const;
 
   // Kernel-space reads. Each walks the guest's current page tables.
   Status read(std::uint64_t va, std::span<std::byte> dst) {
-    return backend_.read(kernel_.space, va, dst);
+    return backend_->read(kernel_.space, va, dst);
   }
   Expected<std::vector<std::byte>> read(std::uint64_t va, std::size_t len);
   Expected<std::uint32_t> u32(std::uint64_t va);
@@ -50,10 +68,14 @@ class Session {
   Expected<std::uint64_t> pointer(std::uint64_t va) { return u64(va); }
   // A NUL-terminated string of at most max_len bytes (without the NUL).
   Expected<std::string> cstring(std::uint64_t va, std::size_t max_len);
-  void read_batch(std::span<ReadRequest> requests) { backend_.read_batch(requests); }
+  void read_batch(std::span<ReadRequest> requests) { backend_->read_batch(requests); }
 
  private:
-  MemoryBackend& backend_;
+  // Owned by a session from open(), destroyed backend first.
+  std::unique_ptr<Target> target_;
+  std::unique_ptr<MemoryBackend> owned_backend_;
+  std::string backend_choice_;
+  MemoryBackend* backend_;
   LinuxProfile profile_;
   KernelLocation kernel_;
 };

@@ -1,0 +1,58 @@
+// The kernel backend: the ImEE of the patched kvm-intel (kernel/), launched on the target's own
+// KVM VM fd.
+//
+// The shell VM, local pages and agent are the kvm backend's, but target RAM is not mapped by
+// memslots: the ImEE's own EPT maps it read-only and no-execute, the agent's home page
+// execute-only (so a read of the blind spot faults), and it is kept coherent with the target by
+// KVM's MMU notifier. The agent runs through IMEE_ACTIVATE, and every exception or refused
+// access ends the activation with a typed fault: the request being served goes to the software
+// walker (a blind spot: to a retry after relocation) and the agent restarts with the rest of the
+// batch. GuestRam is still needed for that software path.
+// How reads are served, and what falls back to software: agent_backend.hpp.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "imee/agent_backend.hpp"
+
+namespace imee {
+
+// The target: a KVM VM fd (the backend keeps a duplicate) or, with vm_fd -1, the QEMU process
+// whose VM fd the backend takes (pidfd_getfd(2)); and the vCPU whose CR3 the ImEE reports.
+struct KernelVm {
+  int vm_fd = -1;
+  pid_t qemu_pid = 0;
+  std::uint32_t vcpu_index = 0;
+};
+
+class KernelImeeRunner;  // libimee/src/backend/kernel_runner.hpp
+
+class KernelBackend final : public AgentBackend {
+ public:
+  // Launches the ImEE on `vm`, over `ram` (the target's RAM, which must outlive it), with the
+  // agent at `home`. Throws imee::Exception if the patched module is missing or launch fails.
+  KernelBackend(const GuestRam& ram, const AgentHome& home, const KernelVm& vm);
+
+  // Whether this host's KVM is the patched one; `why` says why not.
+  static bool available(std::string* why = nullptr);
+
+  // Moves the ImEE to another target VM (IMEE_LAUNCH_RETARGET: no new VM, no new pages), `ram`
+  // (which must outlive it) being that target's RAM.
+  void retarget(const GuestRam& ram, const KernelVm& vm, const AgentHome& home);
+
+  // The target vCPU's state as the last activation read it.
+  struct TargetVcpu {
+    std::uint64_t cr3 = 0;  // as loaded: KPTI and PCID bits included
+    bool long_mode = false, la57 = false, nxe = false, wp = false, pcide = false;
+    bool stale = false;  // the vCPU did not leave guest mode in time: CR3 of its last exit
+  };
+  TargetVcpu target_vcpu() const;
+
+ private:
+  KernelImeeRunner& runner() const;
+};
+
+}  // namespace imee

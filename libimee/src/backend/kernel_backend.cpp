@@ -1,0 +1,139 @@
+// The kernel backend: the patched kvm-intel's ImEE runs the agent (imee/kernel_backend.hpp).
+#include "imee/kernel_backend.hpp"
+
+#include <fcntl.h>
+
+#include "agent_core.hpp"
+#include "kernel_runner.hpp"
+
+namespace imee {
+
+void KernelImeeRunner::set_target(const KernelVm& vm) {
+  kvm::Fd fd;
+  if (vm.vm_fd < 0) {
+    fd = kernel::qemu_vm_fd(vm.qemu_pid);
+  } else {
+    fd = kvm::Fd(::fcntl(vm.vm_fd, F_DUPFD_CLOEXEC, 0));
+    if (!fd)
+      throw Exception("kernel: the target's VM fd " + std::to_string(vm.vm_fd) + " is not open");
+  }
+  target_vm_ = std::move(fd);
+  target_vcpu_ = vm.vcpu_index;
+  target_gone_ = false;
+}
+
+void KernelImeeRunner::map_target(AgentShell& shell, const GuestRam&) {
+  if (!imee_)
+    imee_ = kernel::launch(shell.vm(), target_vm_.get(), target_vcpu_, shell.home_gpa(),
+                           shell.agent_local_gpa());
+  else
+    kernel::retarget(imee_.get(), target_vm_.get(), target_vcpu_, shell.home_gpa(),
+                     shell.agent_local_gpa());
+}
+
+bool KernelImeeRunner::run_batch(AgentShell& shell) {
+  ++shell.stats.runs;
+  return run(shell, IMEE_ACTIVATE_BATCH);
+}
+
+// An activation ended with a fault before the agent touched anything it must not. The agent was
+// serving the request whose slot r15 points to: that one goes to software (a blind spot: to a
+// retry after relocation), the ones before it are done, and the restarted agent serves the rest
+// (served and failed requests get length 0, so it skips them).
+bool KernelImeeRunner::absorb_fault(AgentShell& shell, const imee_activate& a) {
+  const auto current = shell.request_at(shell.vm().regs().r15);
+  if (!current) return false;  // not inside a request: the agent itself went astray
+  shell.hit[*current].store(a.fault_kind == IMEE_FAULT_BLIND_SPOT ? Hit::kBlindSpot : Hit::kSoft);
+  for (std::size_t i = 0; i <= *current; ++i) {
+    imee_request& s = shell.slot(i);
+    if (i < *current && s.len != 0 && s.status == IMEE_STATUS_OK && s.done == s.len)
+      shell.served[i] = 1;
+    s.len = 0;
+  }
+  shell.restart();
+  return true;
+}
+
+// Activations until the agent halts (batch done, or poll mode stopped). Returns false if the
+// agent failed as a whole.
+bool KernelImeeRunner::run(AgentShell& shell, std::uint32_t mode) {
+  for (int interrupts = 0;;) {
+    const imee_activate a = kernel::activate(imee_.get(), mode);
+    vm_exits_.fetch_add(a.exits, std::memory_order_relaxed);
+    last_cr3_.store(a.target_cr3, std::memory_order_relaxed);
+    last_paging_.store(a.target_paging, std::memory_order_relaxed);
+    switch (a.status) {
+      case IMEE_RESULT_DONE:
+        return true;
+      case IMEE_RESULT_INTERRUPTED:
+        if (mode == IMEE_ACTIVATE_BATCH && ++interrupts > 1000) return false;
+        continue;
+      case IMEE_RESULT_FAULT:
+        kernel_faults_.fetch_add(1, std::memory_order_relaxed);
+        if (absorb_fault(shell, a)) continue;
+        return false;
+      case IMEE_RESULT_TARGET_GONE:
+        target_gone_ = true;
+        return false;
+      default:
+        return false;
+    }
+  }
+}
+
+void KernelImeeRunner::add_stats(BackendStats& stats) const {
+  stats.vm_exits = vm_exits_.load(std::memory_order_relaxed);
+  stats.kernel_faults = kernel_faults_.load(std::memory_order_relaxed);
+}
+
+KernelBackend::TargetVcpu KernelImeeRunner::target_vcpu() const {
+  const std::uint32_t p = last_paging_.load(std::memory_order_relaxed);
+  return {.cr3 = last_cr3_.load(std::memory_order_relaxed),
+          .long_mode = (p & IMEE_PAGING_LONG) != 0,
+          .la57 = (p & IMEE_PAGING_LA57) != 0,
+          .nxe = (p & IMEE_PAGING_NXE) != 0,
+          .wp = (p & IMEE_PAGING_WP) != 0,
+          .pcide = (p & IMEE_PAGING_PCIDE) != 0,
+          .stale = (p & IMEE_PAGING_STALE) != 0};
+}
+
+namespace {
+
+std::unique_ptr<AgentCore> launch_core(const GuestRam& ram, const AgentHome& home,
+                                       const KernelVm& vm) {
+  std::string why;
+  if (!KernelBackend::available(&why)) throw Exception("kernel: " + why);
+  return std::make_unique<AgentCore>("kernel", std::make_unique<KernelImeeRunner>(vm), ram, home);
+}
+
+}  // namespace
+
+KernelBackend::KernelBackend(const GuestRam& ram, const AgentHome& home, const KernelVm& vm)
+    : AgentBackend(launch_core(ram, home, vm)) {}
+
+bool KernelBackend::available(std::string* why) {
+  const kvm::Capabilities& caps = kvm::capabilities();
+  const std::string reason = caps.usable ? kernel::imee_missing() : caps.why_not;
+  if (why != nullptr) *why = reason;
+  return reason.empty();
+}
+
+KernelImeeRunner& KernelBackend::runner() const {
+  // The core's runner is the one launch_core gave it.
+  return static_cast<KernelImeeRunner&>(core().runner());
+}
+
+void KernelBackend::retarget(const GuestRam& ram, const KernelVm& vm, const AgentHome& home) {
+  AgentCore& c = core();
+  AgentCore::PollPause pause(c);
+  c.check_ram(ram);
+  runner().set_target(vm);
+  c.set_ram(ram);
+  c.move_home(home);
+}
+
+KernelBackend::TargetVcpu KernelBackend::target_vcpu() const {
+  return runner().target_vcpu();
+}
+
+}  // namespace imee

@@ -1,0 +1,25 @@
+// What libimee takes from a guest kernel's image: its BTF and its "Linux version" banners.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "imee/kernel_types.hpp"
+
+namespace imee {
+
+using KernelBanner = KernelTypes::Banner;
+
+struct KernelImage {
+  std::vector<std::uint8_t> btf;  // the raw .BTF bytes
+  std::string btf_origin;         // where they came from, for messages
+  std::vector<KernelBanner> banners;
+};
+
+// Reads a raw BTF file (a copy of /sys/kernel/btf/vmlinux), an ELF vmlinux with a .BTF section,
+// or a compressed kernel image (bzImage/vmlinuz with a gzip, xz, lzma or zstd payload). Throws
+// imee::Exception with a clear message for missing, unrecognised or corrupt input.
+KernelImage read_kernel_image(const std::string& path);
+
+}  // namespace imee
