@@ -16,16 +16,30 @@
  * the target's.  KVM runs the vCPU (kvm_arch_vcpu_ioctl_run); every
  * exception exits (exception bitmap all ones) and ends the activation with
  * a typed fault, as do EPT violations the rules of ept_logic.h refuse.
+ *
+ * Coherence with the target (security review, DESIGN.md "Kernel patch
+ * principles"): every path that installs an EPT entry for target memory
+ * re-checks, under imee->mmu_lock, imee->gen -- bumped under that lock by
+ * every MMU-notifier invalidation of a target memslot, by the notifier's
+ * release, by every memslot delete/move of the target and by retarget --
+ * and target_gone, as well as KVM's own mmu_invalidate_retry_hva(); a page
+ * taken before a bump is put back, never mapped.  The ImEE's TLB is
+ * flushed with KVM_REQ_TLB_FLUSH to its own vCPU (imee_flush()), which
+ * does a global INVEPT before that vCPU enters again.  Lock order:
+ * target kvm->srcu (read) -> target kvm->mmu_lock (read) -> imee->mmu_lock;
+ * imee->lock (mutex) is taken outside all of them.
  */
 
 #define pr_fmt(fmt) "kvm-imee: " fmt
 
 #include <linux/anon_inodes.h>
+#include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/jiffies.h>
 #include <linux/kvm_host.h>
 #include <linux/kvm_imee.h>
+#include <linux/minmax.h>
 #include <linux/mm.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
@@ -50,6 +64,16 @@
 /* kvm.imee_trace=1: log every exit ImEE handles (debugging a CPU or emulator). */
 static bool imee_trace;
 module_param(imee_trace, bool, 0644);
+
+/*
+ * kvm.imee_test_map_delay_ms (tests only, root): sleep this long (at most
+ * IMEE_TEST_DELAY_MAX_MS) between taking a target page and installing it,
+ * so that the lab tests can make an invalidation, a memslot change or the
+ * VMM's exit land inside that window every time.  0 (default): no delay.
+ */
+static unsigned int imee_test_map_delay_ms;
+module_param(imee_test_map_delay_ms, uint, 0644);
+#define IMEE_TEST_DELAY_MAX_MS	1000
 
 atomic_t kvm_imee_count = ATOMIC_INIT(0);
 EXPORT_SYMBOL_GPL(kvm_imee_count);
@@ -84,21 +108,32 @@ struct imee_fault {
 struct imee {
 	struct list_head node;
 	struct kvm *shell;		/* reference held */
-	struct kvm_vcpu *vcpu;		/* the shell's only vCPU */
+	struct kvm_vcpu *vcpu;		/* the shell's vCPU that runs the agent */
 	struct mutex lock;		/* one activation or retarget at a time */
-	spinlock_t mmu_lock;		/* ept; target fields change under both */
+	/*
+	 * mmu_lock: ept, gen, target_gone, pinned, stats.  The target fields
+	 * change under both locks.  Nests inside the target's kvm->mmu_lock.
+	 */
+	spinlock_t mmu_lock;
+	unsigned long gen;		/* invalidation generation (see top) */
 	struct kvm *target;		/* reference held */
 	u32 vcpu_index;
 	u64 agent_gfn;
 	u64 agent_local_gfn;
 	bool target_gone;		/* the target's mm has exited */
+	bool closing;			/* release: the vCPU leaves our EPT */
 	struct imee_ept ept;
 	struct xarray pins;		/* shell gfn -> pinned page */
+	unsigned long pinned;		/* pins charged to shell->mm locked_vm */
 	struct task_struct *runner;	/* task in kvm_arch_vcpu_ioctl_run */
 	struct imee_fault fault;	/* of the current activation */
 	u64 last_gfn;			/* EPT violations in a row on it */
 	unsigned int repeats;
+	u64 run_ept_violations;		/* exits of the current activation */
+	u64 run_exceptions;
 	bool exceptions_intercepted;
+	struct imee_stats stats;	/* counters since launch */
+	unsigned long vcpu_mask[BITS_TO_LONGS(KVM_MAX_VCPUS)]; /* vcpu only */
 };
 
 /*
@@ -181,7 +216,7 @@ static struct imee *imee_running(struct kvm_vcpu *vcpu)
 
 	rcu_read_lock();
 	imee = imee_of_shell(vcpu->kvm);
-	if (imee && READ_ONCE(imee->runner) != current)
+	if (imee && (imee->vcpu != vcpu || READ_ONCE(imee->runner) != current))
 		imee = NULL;
 	rcu_read_unlock();
 	return imee;
@@ -189,6 +224,12 @@ static struct imee *imee_running(struct kvm_vcpu *vcpu)
 
 /* ------------------------------------------------------------ exits */
 
+/*
+ * From vmx_load_mmu_pgd(), whenever the vCPU (re)loads its EPT pointer
+ * (KVM_REQ_LOAD_MMU_PGD, a new root): the ImEE's vCPU, and only it, runs on
+ * the ImEE's EPT, so imee_flush() needs to reach that one vCPU.  Any other
+ * vCPU user space adds to the shell keeps KVM's EPT (of the shell's memory).
+ */
 u64 kvm_imee_eptp(struct kvm_vcpu *vcpu, u64 kvm_eptp)
 {
 	struct imee *imee;
@@ -196,7 +237,7 @@ u64 kvm_imee_eptp(struct kvm_vcpu *vcpu, u64 kvm_eptp)
 
 	rcu_read_lock();
 	imee = imee_of_shell(vcpu->kvm);
-	if (imee)
+	if (imee && imee->vcpu == vcpu && !READ_ONCE(imee->closing))
 		eptp = imee_ept_pointer(&imee->ept);
 	rcu_read_unlock();
 	return eptp;
@@ -214,19 +255,42 @@ static int imee_stop(struct imee *imee, u32 kind, u32 info, u64 addr, u64 gva)
 	return 0;
 }
 
-static void imee_map(struct imee *imee, u64 gfn, struct page *page, u64 perms)
+/*
+ * Flush the ImEE vCPU's TLB: KVM_REQ_TLB_FLUSH to that vCPU alone, and wait
+ * (KVM_REQUEST_WAIT: an IPI acknowledged after the vCPU left guest mode)
+ * until it runs outside guest mode; it does not re-enter before handling
+ * the request.  The handler, kvm_vcpu_flush_tlb_all() ->
+ * vmx_flush_tlb_all(), does a *global* INVEPT (ept_sync_global(); launch
+ * requires EPT), which drops the guest-physical and combined mappings of
+ * every EPTP, the ImEE's included, on the CPU the vCPU is about to enter
+ * on.  A vCPU that moves to another CPU gets a KVM_REQ_TLB_FLUSH from
+ * vmx_vcpu_load_vmcs() there.  Never kvm_flush_remote_tlbs(shell): with
+ * Hyper-V's remote flush it flushes the root KVM tracked for the shell
+ * (hv_track_root_tdp()), not the ImEE's EPT, and sends no request at all.
+ * Callable in atomic context (as KVM's own flushes under mmu_lock).
+ */
+static void imee_flush(struct imee *imee)
 {
-	spin_lock(&imee->mmu_lock);
-	imee_ept_map(&imee->ept, gfn, page_to_phys(page), perms);
-	spin_unlock(&imee->mmu_lock);
+	kvm_make_vcpus_request_mask(imee->shell, KVM_REQ_TLB_FLUSH,
+				    imee->vcpu_mask);
+}
+
+/* Under imee->mmu_lock. */
+static void imee_invalidated(struct imee *imee)
+{
+	imee->gen++;
+	imee->stats.invalidations++;
+	imee->stats.tlb_flushes++;
 }
 
 /* Map @gfn to the shell's page @local_gfn, pinned for the ImEE's life. */
 static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
 			  u64 perms)
 {
+	struct mm_struct *mm = imee->shell->mm;
 	struct kvm_memory_slot *slot;
 	struct page *page;
+	bool pinned = false;
 	int r;
 
 	r = imee_ept_topup(&imee->ept);
@@ -239,71 +303,160 @@ static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
 		if (!imee_user_slot(slot) || (slot->flags & KVM_MEM_READONLY))
 			return imee_stop(imee, IMEE_FAULT_NO_GPA, 0,
 					 gfn_to_gpa(gfn), 0);
+		/* RLIMIT_MEMLOCK of the caller (CAP_IPC_LOCK bypasses it) */
+		r = account_locked_vm(mm, 1, true);
+		if (r)
+			return r;	/* -ENOMEM, as mlock(2) */
 		if (pin_user_pages_fast(__gfn_to_hva_memslot(slot, local_gfn),
 					1, FOLL_WRITE | FOLL_LONGTERM,
-					&page) != 1)
+					&page) != 1) {
+			account_locked_vm(mm, 1, false);
 			return imee_stop(imee, IMEE_FAULT_NO_GPA, 0,
 					 gfn_to_gpa(gfn), 0);
+		}
 		r = xa_err(xa_store(&imee->pins, local_gfn, page,
 				    GFP_KERNEL_ACCOUNT));
 		if (r) {
 			unpin_user_page(page);
+			account_locked_vm(mm, 1, false);
 			return r;
 		}
 		atomic_long_inc(&imee_held_pages);
+		pinned = true;
 	}
-	imee_map(imee, gfn, page, perms);
+	/*
+	 * Security review: a shell page, pinned (FOLL_LONGTERM) and charged
+	 * until imee_free(): it stays the ImEE's own page whatever the shell's
+	 * VMM does to its mapping, so no invalidation or generation check
+	 * applies (no target memory here).  Lock: imee->mmu_lock orders it
+	 * against the zaps.  Test: KernelImee.PinnedPagesAreChargedToMemlock.
+	 */
+	spin_lock(&imee->mmu_lock);
+	if (pinned)
+		imee->pinned++;
+	imee_ept_map(&imee->ept, gfn, page_to_phys(page), perms);
+	imee->stats.local_maps++;
+	spin_unlock(&imee->mmu_lock);
 	return 1;
+}
+
+/* Tests only: widen the window between GUP and the install. */
+static void imee_test_delay(void)
+{
+	unsigned int ms = READ_ONCE(imee_test_map_delay_ms);
+
+	if (unlikely(ms))
+		msleep_interruptible(min_t(unsigned int, ms,
+					   IMEE_TEST_DELAY_MAX_MS));
 }
 
 /*
  * Map target @gfn read-only.  The page is looked up as KVM's own fault path
- * does: memslot -> VMM address -> page, then installed only if no MMU
- * notifier invalidation of the target ran meanwhile (the invalidation hook
- * zaps after KVM has raised mmu_invalidate_in_progress, so any mapping
- * installed before is zapped, any later attempt retries).
+ * does: memslot -> VMM address -> page (get_user_pages_remote() on the VMM's
+ * mm, no FOLL_WRITE); it is installed only if nothing could have taken it
+ * from the target meanwhile (see the security review below).  No reference
+ * is kept once it is mapped: as in KVM, the invalidation hooks are what keep
+ * a freed page out of reach.
  */
 static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 {
 	struct kvm *target = imee->target;
 	struct mm_struct *mm = target->mm;
 	struct kvm_memory_slot *slot;
-	unsigned long mmu_seq, hva;
+	unsigned long mmu_seq, hva, gen;
 	struct page *page;
+	bool gone, mapped = false;
 	int idx, r;
 	long n;
 
 	r = imee_ept_topup(&imee->ept);
 	if (r)
 		return r;
+	spin_lock(&imee->mmu_lock);
+	gen = imee->gen;
+	gone = imee->target_gone;
+	spin_unlock(&imee->mmu_lock);
+	if (gone)
+		return imee_stop(imee, IMEE_FAULT_TARGET_GONE, 0, 0, 0);
+
 	idx = srcu_read_lock(&target->srcu);
 	mmu_seq = target->mmu_invalidate_seq;
 	/* pairs with the smp_wmb() in kvm_mmu_invalidate_end() */
 	smp_rmb();
 	slot = gfn_to_memslot(target, gfn);
+	if (slot && slot->id < KVM_USER_MEM_SLOTS &&
+	    (slot->flags & KVM_MEMSLOT_INVALID)) {
+		/* being deleted or moved: retry, as KVM's RET_PF_RETRY */
+		imee->repeats = 0;
+		r = 1;
+		goto out;
+	}
 	if (!imee_user_slot(slot)) {
 		r = imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gfn_to_gpa(gfn), gla);
 		goto out;
 	}
 	hva = __gfn_to_hva_memslot(slot, gfn);
-	if (READ_ONCE(imee->target_gone) || !mmget_not_zero(mm)) {
+	if (!mmget_not_zero(mm)) {
 		r = imee_stop(imee, IMEE_FAULT_TARGET_GONE, 0, 0, 0);
 		goto out;
 	}
 	mmap_read_lock(mm);
 	n = get_user_pages_remote(mm, hva, 1, 0, &page, NULL, NULL);
 	mmap_read_unlock(mm);
-	mmput(mm);
+	mmput(mm);	/* may be the last: exit_mmap -> release, below */
 	if (n != 1) {
 		r = imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gfn_to_gpa(gfn), gla);
 		goto out;
 	}
+	imee_test_delay();
+
+	/*
+	 * Security review -- the only path that puts target memory into an
+	 * ImEE's EPT.  @page is referenced, but may already have stopped being
+	 * the target's (and be freed at put_page() below) if, since gen and
+	 * mmu_seq were sampled before get_user_pages_remote():
+	 *  - an MMU-notifier invalidation covered a target memslot
+	 *    (__kvm_imee_invalidate_hva(): gen++, in invalidate_range_start
+	 *    after KVM raised mmu_invalidate_in_progress; one still in
+	 *    progress is seen by mmu_invalidate_retry_hva());
+	 *  - the VMM's mm exited: kvm_mmu_notifier_release() ->
+	 *    __kvm_imee_invalidate_gfn(mm_gone): gen++, target_gone.  It does
+	 *    not bump mmu_invalidate_seq, and afterwards the notifier is
+	 *    unhooked: an entry installed now would outlive the page;
+	 *  - a memslot of the target was deleted or moved
+	 *    (kvm_invalidate_memslot() -> __kvm_imee_invalidate_gfn(): gen++;
+	 *    that also waits for our SRCU read section);
+	 *  - a retarget (cannot overlap: both hold imee->lock).
+	 * All of them bump gen under imee->mmu_lock, and the check and the
+	 * install happen under the same lock (inside the target's mmu_lock,
+	 * read, for mmu_invalidate_retry_hva()): a bump before the check
+	 * refuses the page, one after it zaps the entry and flushes.
+	 * Tests: KernelImee.VmmExitWhileMappingNeverMapsTheDyingPage (the
+	 * VMM killed inside kvm.imee_test_map_delay_ms: the refused page),
+	 * KernelImee.InvalidationsRacingPollModeNeverShowStaleBytes
+	 * (invalidations and memslot delete/move racing the agent).
+	 */
 	read_lock(&target->mmu_lock);
-	if (!mmu_invalidate_retry_hva(target, mmu_seq, hva))
-		imee_map(imee, gfn, page, IMEE_EPT_R);
+	spin_lock(&imee->mmu_lock);
+	gone = imee->target_gone;
+	if (!gone && imee->gen == gen &&
+	    !mmu_invalidate_retry_hva(target, mmu_seq, hva)) {
+		imee_ept_map(&imee->ept, gfn, page_to_phys(page), IMEE_EPT_R);
+		imee->stats.target_maps++;
+		mapped = true;
+	} else {
+		imee->stats.map_retries++;
+	}
+	spin_unlock(&imee->mmu_lock);
 	read_unlock(&target->mmu_lock);
 	put_page(page);
-	r = 1;	/* mapped, or raced: the access faults again */
+	if (gone)
+		r = imee_stop(imee, IMEE_FAULT_TARGET_GONE, 0, 0, 0);
+	else
+		r = 1;	/* mapped, or raced: the access faults again */
+	if (imee_trace && !mapped)
+		pr_info("GFN 0x%llx not mapped: invalidated meanwhile%s\n", gfn,
+			gone ? " (target gone)" : "");
 out:
 	srcu_read_unlock(&target->srcu, idx);
 	return r;
@@ -312,6 +465,7 @@ out:
 static enum imee_region imee_region_of(struct imee *imee, u64 gfn)
 {
 	struct kvm *target = imee->target;
+	struct kvm_memory_slot *slot;
 	bool in_target;
 	int idx;
 
@@ -319,8 +473,10 @@ static enum imee_region imee_region_of(struct imee *imee, u64 gfn)
 		return IMEE_REGION_AGENT;
 	if (imee_user_slot(kvm_vcpu_gfn_to_memslot(imee->vcpu, gfn)))
 		return IMEE_REGION_LOCAL;
+	/* an INVALID slot (being deleted/moved) counts: map retries on it */
 	idx = srcu_read_lock(&target->srcu);
-	in_target = imee_user_slot(gfn_to_memslot(target, gfn));
+	slot = gfn_to_memslot(target, gfn);
+	in_target = slot && slot->id < KVM_USER_MEM_SLOTS;
 	srcu_read_unlock(&target->srcu, idx);
 	return in_target ? IMEE_REGION_TARGET : IMEE_REGION_NONE;
 }
@@ -332,6 +488,7 @@ int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual, u64 gla)
 
 	if (!imee)
 		return -EPERM;
+	imee->run_ept_violations++;
 	if (!(qual & IMEE_QUAL_GLA_VALID))
 		gla = 0;
 	if (imee_trace)
@@ -377,10 +534,11 @@ int kvm_imee_exception(struct kvm_vcpu *vcpu, u32 vector, bool has_error,
 
 	if (!imee)
 		return -EPERM;
+	imee->run_exceptions++;
 	if (imee_trace)
 		pr_info("exception %u error 0x%x cr2 0x%llx\n", vector, error_code, cr2);
 	if (has_error)
-		info |= BIT(8) | (error_code << 16);
+		info |= IMEE_FAULT_INFO_HAS_ERROR | (error_code << 16);
 	return imee_stop(imee, IMEE_FAULT_EXCEPTION, info,
 			 vector == PF_VECTOR ? cr2 : 0, 0);
 }
@@ -398,18 +556,17 @@ EXPORT_SYMBOL_GPL(kvm_imee_unexpected_exit);
 
 /* ------------------------------------------------------------ invalidation */
 
-static void imee_flush(struct imee *imee)
-{
-	/* KVM_REQ_TLB_FLUSH: INVEPT (global) before the vCPU's next entry */
-	kvm_flush_remote_tlbs(imee->shell);
-}
-
-/* Under imee->mmu_lock: unmap what @kvm's VMM addresses [start, end) back. */
+/*
+ * Under imee->mmu_lock: unmap what @kvm's VMM addresses [start, end) back.
+ * Returns whether any memslot of @kvm intersects the range (then gen must
+ * move, mapped or not: a page of it may be on its way in); *zapped: whether
+ * an entry went (then the TLB must be flushed).
+ */
 static bool imee_zap_hva(struct imee *imee, struct kvm *kvm,
-			 unsigned long start, unsigned long end)
+			 unsigned long start, unsigned long end, bool *zapped)
 {
 	struct kvm_memory_slot *slot;
-	bool any = false;
+	bool hit = false;
 	int bkt, idx;
 
 	idx = srcu_read_lock(&kvm->srcu);
@@ -418,19 +575,28 @@ static bool imee_zap_hva(struct imee *imee, struct kvm *kvm,
 		unsigned long e = min(end, slot->userspace_addr +
 				      (slot->npages << PAGE_SHIFT));
 
-		if (s < e)
-			any |= imee_ept_zap(&imee->ept,
-					    hva_to_gfn_memslot(s, slot),
-					    hva_to_gfn_memslot(e + PAGE_SIZE - 1,
-							       slot));
+		if (s >= e)
+			continue;
+		hit = true;
+		*zapped |= imee_ept_zap(&imee->ept, hva_to_gfn_memslot(s, slot),
+					hva_to_gfn_memslot(e + PAGE_SIZE - 1,
+							   slot));
 	}
 	srcu_read_unlock(&kvm->srcu, idx);
-	return any;
+	return hit;
 }
 
 /*
- * From the target's MMU notifier, after KVM raised mmu_invalidate_in_progress
- * for the range and before the pages are freed: unmap and flush.
+ * Security review: from the target's MMU notifier invalidate_range_start,
+ * after KVM raised mmu_invalidate_in_progress for the range (under its
+ * mmu_lock, released by now) and before the VMM's PTEs change and the
+ * pages are freed.  Under imee->mmu_lock: gen++ (an in-flight
+ * imee_map_target() of the range will not install), zap; then flush and
+ * wait for the ImEE vCPU to leave guest mode before returning, i.e. before
+ * the pages can go.  Races: imee_map_target() (gen, mmu_lock), retarget
+ * (imee->target re-checked under mmu_lock).  Tests:
+ * KernelImee.InvalidationsRacingPollModeNeverShowStaleBytes,
+ * KernelImee.HostRemapsAndMemslotChangesAreFollowed.
  */
 void __kvm_imee_invalidate_hva(struct kvm *kvm, unsigned long start,
 			       unsigned long end)
@@ -444,8 +610,13 @@ void __kvm_imee_invalidate_hva(struct kvm *kvm, unsigned long start,
 		if (READ_ONCE(imee->target) != kvm)
 			continue;
 		spin_lock(&imee->mmu_lock);
-		if (imee->target == kvm)
-			zapped = imee_zap_hva(imee, kvm, start, end);
+		if (imee->target == kvm &&
+		    imee_zap_hva(imee, kvm, start, end, &zapped)) {
+			imee->gen++;
+			imee->stats.invalidations++;
+			if (zapped)
+				imee->stats.tlb_flushes++;
+		}
 		spin_unlock(&imee->mmu_lock);
 		if (zapped)
 			imee_flush(imee);
@@ -453,23 +624,45 @@ void __kvm_imee_invalidate_hva(struct kvm *kvm, unsigned long start,
 	rcu_read_unlock();
 }
 
-/* After a memslot change of the target, or when its mm exits. */
-void __kvm_imee_invalidate_all(struct kvm *kvm, bool mm_gone)
+/*
+ * Security review: (a) from kvm_invalidate_memslot(), the invalidation
+ * phase of a memslot delete or move (slots_lock held): the slot's INVALID
+ * copy is active and SRCU has been synchronized, so every
+ * imee_map_target() that saw the old slot has finished (it holds the
+ * target's srcu) and every later one retries; the old slot's pages are
+ * still mapped by the VMM -- a munmap racing the rest of the change finds
+ * nothing of ours left.  (b) From kvm_mmu_notifier_release() when the
+ * VMM's mm exits, before exit_mmap() frees the pages; the notifier is
+ * unhooked afterwards, hence target_gone: nothing is ever mapped again.
+ * Both: gen++, zap, flush and wait, under imee->mmu_lock as above.  Tests:
+ * KernelImee.InvalidationsRacingPollModeNeverShowStaleBytes (memslot delete
+ * and move racing a poll-mode agent),
+ * KernelImee.HostRemapsAndMemslotChangesAreFollowed,
+ * KernelImee.VmmExitWhileMappingNeverMapsTheDyingPage,
+ * KernelImee.TargetExitEndsTheSessionCleanly.
+ */
+void __kvm_imee_invalidate_gfn(struct kvm *kvm, u64 start, u64 end,
+			       bool mm_gone)
 {
 	struct imee *imee;
 
 	rcu_read_lock();
 	list_for_each_entry_rcu(imee, &imee_list, node) {
+		bool hit = false;
+
 		if (READ_ONCE(imee->target) != kvm)
 			continue;
 		spin_lock(&imee->mmu_lock);
 		if (imee->target == kvm) {
-			imee_ept_zap(&imee->ept, 0, IMEE_EPT_MAX_GFN + 1);
+			imee_ept_zap(&imee->ept, start, end);
 			if (mm_gone)
 				WRITE_ONCE(imee->target_gone, true);
+			imee_invalidated(imee);
+			hit = true;
 		}
 		spin_unlock(&imee->mmu_lock);
-		imee_flush(imee);
+		if (hit)
+			imee_flush(imee);
 	}
 	rcu_read_unlock();
 }
@@ -489,10 +682,13 @@ static u32 imee_paging_of(struct kvm_vcpu *v)
 }
 
 /*
- * The target vCPU's CR3 now.  The patched vmx_vcpu_run() caches the guest's
- * CR3 in arch.cr3 at every VM exit, so it is current whenever the vCPU is
- * outside guest mode; a vCPU in guest mode is kicked out first (one VM exit
- * of the target, then it re-enters) and the value of that exit is used.
+ * IMEE_ACTIVATE_READ_TARGET_CR3 only: the target vCPU's CR3 now.  While an
+ * ImEE exists the patched vmx_vcpu_run() caches the guest's CR3 in
+ * arch.cr3 at every VM exit, so it is current whenever the vCPU is outside
+ * guest mode (unless its last exit predates every ImEE: then it is
+ * reported STALE); a vCPU in guest mode is kicked out first (one VM exit of
+ * the target, then it re-enters) and the value of that exit is used.
+ * Without the flag nothing of this runs: the target is not disturbed.
  */
 static void imee_read_target(struct imee *imee, struct imee_activate *out)
 {
@@ -511,6 +707,8 @@ static void imee_read_target(struct imee *imee, struct imee_activate *out)
 			}
 			cpu_relax();
 		}
+	} else if (!(READ_ONCE(tv->arch.regs_avail) & BIT(VCPU_EXREG_CR3))) {
+		stale = IMEE_PAGING_STALE;
 	}
 	/* the exit's CR3 store before vcpu->mode = OUTSIDE_GUEST_MODE */
 	smp_rmb();
@@ -527,7 +725,7 @@ static void imee_report(struct imee *imee, long r, struct imee_activate *out)
 		else if (imee->vcpu->run->exit_reason == KVM_EXIT_HLT)
 			out->status = IMEE_RESULT_DONE;
 		else
-			imee_stop(imee, IMEE_FAULT_EXIT,
+			imee_stop(imee, IMEE_FAULT_EXIT, IMEE_EXIT_KVM |
 				  imee->vcpu->run->exit_reason, 0, 0);
 		break;
 	case IMEE_FAULT_TARGET_GONE:
@@ -543,11 +741,35 @@ static void imee_report(struct imee *imee, long r, struct imee_activate *out)
 	}
 }
 
+/* Under imee->lock: add an activation's result to the counters. */
+static void imee_count(struct imee *imee, const struct imee_activate *a)
+{
+	struct imee_stats *s = &imee->stats;
+
+	spin_lock(&imee->mmu_lock);
+	s->activations++;
+	s->exits += a->exits;
+	s->exits_ept_violation += a->exits_ept_violation;
+	s->exits_exception += a->exits_exception;
+	s->exits_interrupt += a->exits_interrupt;
+	s->exits_other += a->exits_other;
+	if (a->status < ARRAY_SIZE(s->results))
+		s->results[a->status]++;
+	if (a->status == IMEE_RESULT_FAULT) {
+		if (a->fault_kind < ARRAY_SIZE(s->faults))
+			s->faults[a->fault_kind]++;
+		if (a->fault_kind == IMEE_FAULT_EXCEPTION &&
+		    IMEE_FAULT_INFO_VECTOR(a->fault_info) < ARRAY_SIZE(s->fault_vectors))
+			s->fault_vectors[IMEE_FAULT_INFO_VECTOR(a->fault_info)]++;
+	}
+	spin_unlock(&imee->mmu_lock);
+}
+
 static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 {
 	struct kvm_vcpu *vcpu = imee->vcpu;
 	struct imee_activate arg;
-	u64 exits;
+	u64 exits, irqs, known;
 	long r;
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
@@ -556,12 +778,15 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 		return -EPROTONOSUPPORT;
 	if (arg.mode != IMEE_ACTIVATE_BATCH && arg.mode != IMEE_ACTIVATE_POLL)
 		return -EINVAL;
-	if (arg.flags)
+	if (arg.flags & ~IMEE_ACTIVATE_VALID_FLAGS)
+		return -EINVAL;
+	if (memchr_inv(arg.reserved, 0, sizeof(arg.reserved)))
 		return -EINVAL;
 	/* the shell's pages are pinned through current->mm */
 	if (imee->shell->mm != current->mm)
 		return -EIO;
-	arg = (struct imee_activate){ .version = arg.version, .mode = arg.mode };
+	arg = (struct imee_activate){ .version = arg.version, .mode = arg.mode,
+				      .flags = arg.flags };
 
 	if (mutex_lock_killable(&imee->lock))
 		return -EINTR;
@@ -569,7 +794,8 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 		arg.status = IMEE_RESULT_TARGET_GONE;
 		goto done;
 	}
-	imee_read_target(imee, &arg);
+	if (arg.flags & IMEE_ACTIVATE_READ_TARGET_CR3)
+		imee_read_target(imee, &arg);
 
 	r = mutex_lock_killable(&vcpu->mutex);
 	if (r)
@@ -583,24 +809,65 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	}
 	memset(&imee->fault, 0, sizeof(imee->fault));
 	imee->last_gfn = ~0ULL;
+	imee->run_ept_violations = 0;
+	imee->run_exceptions = 0;
 	WRITE_ONCE(imee->runner, current);
 	exits = vcpu->stat.exits;
+	irqs = vcpu->stat.irq_exits;
 	vcpu->wants_to_run = true;	/* as KVM_RUN sets it */
 	r = kvm_arch_vcpu_ioctl_run(vcpu);
 	vcpu->wants_to_run = false;
 	arg.exits = vcpu->stat.exits - exits;
+	arg.exits_interrupt = vcpu->stat.irq_exits - irqs;
+	arg.exits_ept_violation = imee->run_ept_violations;
+	arg.exits_exception = imee->run_exceptions;
+	known = arg.exits_interrupt + arg.exits_ept_violation +
+		arg.exits_exception;
+	arg.exits_other = arg.exits > known ? arg.exits - known : 0;
 	if (imee_trace)
 		pr_info("activation: run %ld, exit reason %u, fault %u, %llu exits\n", r,
 			vcpu->run->exit_reason, imee->fault.kind, arg.exits);
 	WRITE_ONCE(imee->runner, NULL);
 	mutex_unlock(&vcpu->mutex);
-	if (r < 0 && r != -EINTR && !imee->fault.kind)
+	if (r < 0 && r != -EINTR && !imee->fault.kind) {
+		imee_count(imee, &arg);	/* status NONE */
 		goto unlock;
+	}
 	imee_report(imee, r, &arg);
 done:
+	imee_count(imee, &arg);
 	r = copy_to_user(uarg, &arg, sizeof(arg)) ? -EFAULT : 0;
 unlock:
 	mutex_unlock(&imee->lock);
+	return r;
+}
+
+static long imee_get_stats(struct imee *imee, struct imee_stats __user *uarg)
+{
+	struct imee_stats *s;
+	long r;
+
+	s = kmalloc(sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return -ENOMEM;
+	r = -EFAULT;
+	if (copy_from_user(s, uarg, sizeof(*s)))
+		goto out;
+	r = -EPROTONOSUPPORT;
+	if (s->version != IMEE_VERSION)
+		goto out;
+	r = -EINVAL;
+	if (s->flags || memchr_inv(s->reserved, 0, sizeof(s->reserved)))
+		goto out;
+	spin_lock(&imee->mmu_lock);
+	*s = imee->stats;
+	s->pinned_pages = imee->pinned;
+	s->ept_pages = imee->ept.tables;
+	spin_unlock(&imee->mmu_lock);
+	s->version = IMEE_VERSION;
+	r = copy_to_user(uarg, s, sizeof(*s)) ? -EFAULT : 0;
+out:
+	kfree(s);
 	return r;
 }
 
@@ -614,6 +881,8 @@ static long imee_ioctl(struct file *filp, unsigned int ioctl,
 	switch (ioctl) {
 	case IMEE_ACTIVATE:
 		return imee_activate(imee, (void __user *)arg);
+	case IMEE_GET_STATS:
+		return imee_get_stats(imee, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -621,6 +890,7 @@ static long imee_ioctl(struct file *filp, unsigned int ioctl,
 
 static void imee_free(struct imee *imee)
 {
+	struct mm_struct *mm = imee->shell->mm;
 	struct page *page;
 	unsigned long gfn;
 
@@ -630,6 +900,11 @@ static void imee_free(struct imee *imee)
 		atomic_long_dec(&imee_held_pages);
 	}
 	xa_destroy(&imee->pins);
+	/* the shell holds mmgrab(); a dead mm's locked_vm does not matter */
+	if (imee->pinned && mmget_not_zero(mm)) {
+		account_locked_vm(mm, imee->pinned, false);
+		mmput(mm);
+	}
 	if (imee->target)
 		kvm_put_kvm(imee->target);
 	kvm_put_kvm(imee->shell);
@@ -637,22 +912,42 @@ static void imee_free(struct imee *imee)
 	atomic_long_dec(&imee_objects);
 }
 
-static int imee_release(struct inode *inode, struct file *filp)
+/*
+ * Take a published ImEE out of use, before imee_free().  Security review:
+ * the vCPU could be in guest mode on our EPT right now if user space runs
+ * the shell's vCPU itself (KVM_RUN on its fd; an activation holds the ImEE
+ * file, so none runs).  Empty the EPT and make the vCPU reload its EPT
+ * pointer -- KVM's, as closing is set -- before it enters again, while the
+ * hooks still see the ImEE (no invalidation is missed until the vCPU is off
+ * our tables); only then leave the list and, after RCU, free the tables.
+ * imee_flush() waits until the vCPU is out of guest mode; LOAD_MMU_PGD is
+ * requested before that kick, so the vCPU sees it before any later entry.
+ * Tests: KernelImee.LaunchTeardownCyclesLeakNothing and
+ * KernelImee.ToolKilledMidPollLeavesTheTargetUsable close ImEEs; no test
+ * runs the shell's vCPU itself after close yet.
+ */
+static void imee_unpublish(struct imee *imee)
 {
-	struct imee *imee = filp->private_data;
+	spin_lock(&imee->mmu_lock);
+	WRITE_ONCE(imee->closing, true);
+	imee_ept_zap(&imee->ept, 0, IMEE_EPT_MAX_GFN + 1);
+	imee_invalidated(imee);
+	spin_unlock(&imee->mmu_lock);
+	kvm_make_request(KVM_REQ_LOAD_MMU_PGD, imee->vcpu);
+	imee_flush(imee);
 
 	spin_lock(&imee_list_lock);
 	list_del_rcu(&imee->node);
 	atomic_dec(&kvm_imee_count);
 	spin_unlock(&imee_list_lock);
 	synchronize_rcu();	/* no hook sees the ImEE any more */
-	/*
-	 * Should user space run the shell's vCPU itself, it must not enter
-	 * with our EPT pointer again: it reloads KVM's before its next entry,
-	 * and the TLB_FLUSH request waits until it is out of guest mode.
-	 */
-	kvm_make_request(KVM_REQ_LOAD_MMU_PGD, imee->vcpu);
-	kvm_make_all_cpus_request(imee->shell, KVM_REQ_TLB_FLUSH);
+}
+
+static int imee_release(struct inode *inode, struct file *filp)
+{
+	struct imee *imee = filp->private_data;
+
+	imee_unpublish(imee);
 	imee_free(imee);
 	return 0;
 }
@@ -778,6 +1073,7 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 	atomic_long_inc(&imee_objects);
 	imee->shell = shell;
 	imee->vcpu = vcpu;
+	__set_bit(vcpu->vcpu_idx, imee->vcpu_mask);
 	mutex_init(&imee->lock);
 	spin_lock_init(&imee->mmu_lock);
 	xa_init(&imee->pins);
@@ -801,11 +1097,7 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 	kvm_make_request(KVM_REQ_LOAD_MMU_PGD, vcpu);
 	r = anon_inode_getfd("kvm-imee", &imee_fops, imee, O_RDWR | O_CLOEXEC);
 	if (r < 0) {
-		spin_lock(&imee_list_lock);
-		list_del_rcu(&imee->node);
-		atomic_dec(&kvm_imee_count);
-		spin_unlock(&imee_list_lock);
-		synchronize_rcu();
+		imee_unpublish(imee);
 		imee->target = NULL;	/* the caller keeps that reference */
 		imee_free(imee);
 	}
@@ -847,13 +1139,25 @@ static long imee_retarget(const struct imee_launch *arg, struct kvm *target)
 	r = -EINTR;
 	if (mutex_lock_killable(&imee->lock))
 		goto out;
+	/*
+	 * Security review: imee->lock keeps activations out, so the vCPU is
+	 * not in an activation; the flush (waiting for a vCPU that user space
+	 * runs itself) happens before the lock is dropped, so no activation
+	 * can run on the new target with the old target's translations in
+	 * the TLB.  Lock: imee->mmu_lock orders the switch against the hooks
+	 * (which re-check imee->target under it).  Tests:
+	 * LiveKernel.RetargetMovesOneImeeBetweenTwoGuests,
+	 * KernelImee.VmmExitWhileMappingNeverMapsTheDyingPage (retargets to a
+	 * new VMM every round and checks its bytes).
+	 */
 	spin_lock(&imee->mmu_lock);
 	old = imee->target;
 	imee_set_target(imee, target, arg);
 	imee_ept_zap(&imee->ept, 0, IMEE_EPT_MAX_GFN + 1);
+	imee_invalidated(imee);
 	spin_unlock(&imee->mmu_lock);
-	mutex_unlock(&imee->lock);
 	imee_flush(imee);
+	mutex_unlock(&imee->lock);
 	kvm_put_kvm(old);
 	r = 0;
 out:
@@ -904,12 +1208,36 @@ put_target:
 	return r;
 }
 
+/* IMEE_QUERY: no version check, so that any caller can ask. */
+static long imee_query(struct imee_query __user *uarg)
+{
+	struct imee_query q;
+
+	if (copy_from_user(&q, uarg, sizeof(q)))
+		return -EFAULT;
+	if (q.flags || q.pad || memchr_inv(q.reserved, 0, sizeof(q.reserved)))
+		return -EINVAL;
+	q = (struct imee_query){
+		.version = IMEE_VERSION,
+		.magic = IMEE_MAGIC,
+		.features = IMEE_FEATURE_RETARGET |
+			    IMEE_FEATURE_READ_TARGET_CR3 | IMEE_FEATURE_STATS |
+			    IMEE_FEATURE_EXIT_COUNTS | IMEE_FEATURE_MEMLOCK,
+		.max_gpa = (IMEE_EPT_MAX_GFN + 1) << PAGE_SHIFT,
+	};
+	if (imee_host_supported())
+		q.features |= IMEE_FEATURE_HOST;
+	return copy_to_user(uarg, &q, sizeof(q)) ? -EFAULT : 0;
+}
+
 long kvm_imee_dev_ioctl(struct file *filp, unsigned int ioctl,
 			unsigned long arg)
 {
 	switch (ioctl) {
 	case IMEE_LAUNCH:
 		return imee_launch((void __user *)arg);
+	case IMEE_QUERY:
+		return imee_query((void __user *)arg);
 	default:
 		return -ENOTTY;
 	}

@@ -93,9 +93,30 @@ TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
                                                                {"soft+tlb", &cached}};
   if (imee) backends.emplace_back(std::string(imee->name()), imee.get());
   for (auto& [name, backend] : backends) {
+    const BackendStats before = backend->stats();
     const Observed o = sample(*backend, *space, page_va, ctl_va, seconds);
-    if (backend == imee.get() && imee->stats().agent_requests == 0)
-      name += "(sw)";  // this KVM cannot run the guest's paging mode: software fallback
+    const BackendStats st = backend->stats();
+    if (backend == imee.get()) {
+      // Who answered: three reads a sample, each once. The control page is always mapped; the
+      // flipped page, when the agent found it unmapped, was re-read in software (which may find
+      // it mapped again by then: the guest runs), so every "unmapped" sample is such a re-read.
+      const std::uint64_t imee_reads = st.imee_reads - before.imee_reads;
+      const std::uint64_t rereads = st.software_rereads - before.software_rereads;
+      const std::uint64_t faults = st.reread_fault - before.reread_fault;
+      const std::uint64_t no_la57 = st.reread_no_la57 - before.reread_no_la57;
+      EXPECT_EQ(imee_reads + rereads, 3 * o.samples);
+      if (no_la57 > 0) {
+        name += "(sw)";  // this KVM cannot run the guest's paging mode: software fallback
+        EXPECT_EQ(no_la57, 3 * o.samples);
+      } else {
+        EXPECT_EQ(rereads, faults) << "re-read for another reason than a fault";
+        EXPECT_LE(o.unmapped, faults);
+        EXPECT_LE(faults, o.samples) << "only the flipped page can fault";
+      }
+      std::printf("%-9s who answered: %llu reads by the ImEE, %llu re-read after a fault\n",
+                  name.c_str(), static_cast<unsigned long long>(imee_reads),
+                  static_cast<unsigned long long>(faults));
+    }
     std::printf(
         "%-9s %7llu samples in %.1f s: %7llu valid, %5llu unmapped, %7llu STALE; %.0f guest "
         "transitions observed per second\n",

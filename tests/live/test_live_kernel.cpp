@@ -83,7 +83,10 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
 
   imee.retarget(a.ram(), a.lab.kernel_vm(), a.session->agent_home());
   expect_reads_like_soft(imee, a);
-  EXPECT_GT(imee.stats().agent_requests, 100u) << "the agent, not software, must have read";
+  // Every read of the three comparisons succeeds: the ImEE answered each, software none.
+  const BackendStats st = imee.stats();
+  EXPECT_GT(st.imee_reads, 100u);
+  EXPECT_EQ(st.software_rereads, 0u) << "the ImEE, not software, must have answered";
 
   auto us = [](auto d) { return std::chrono::duration<double, std::micro>(d).count(); };
   std::printf("launch (new shell VM + IMEE_LAUNCH) %.0f us, retarget %.0f us (L1 clock)\n",
@@ -93,8 +96,16 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
 TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
   IMEE_NEED_BACKEND("kernel");
   Guest g(LabGuest::get(4));
-  KernelBackend imee(g.ram(), g.session->agent_home(), g.lab.kernel_vm());
   std::vector<std::byte> buf(64);
+  {  // by default an activation leaves the target alone: it reads nothing of its vCPU
+    KernelBackend imee(g.ram(), g.session->agent_home(), g.lab.kernel_vm());
+    ASSERT_TRUE(imee.read(g.session->kernel_space(), g.session->symbol("linux_banner"), buf).ok());
+    EXPECT_EQ(imee.target_vcpu().cr3, 0u);
+    EXPECT_FALSE(imee.target_vcpu().long_mode);
+  }
+  KernelVm vm = g.lab.kernel_vm();
+  vm.read_target_cr3 = true;  // the opt-in
+  KernelBackend imee(g.ram(), g.session->agent_home(), vm);
   ASSERT_TRUE(imee.read(g.session->kernel_space(), g.session->symbol("linux_banner"), buf).ok());
   const KernelBackend::TargetVcpu vcpu = imee.target_vcpu();
   EXPECT_TRUE(vcpu.long_mode);

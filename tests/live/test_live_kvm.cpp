@@ -63,8 +63,8 @@ TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
       if (without_backend(soft1.out) != without_backend(soft2.out)) continue;  // guest moved
       EXPECT_EQ(json::parse(kvm.out)["backend"], LabGuest::imee_backend());
       EXPECT_EQ(without_backend(kvm.out), without_backend(soft1.out)) << tool;
-      if (GetParam() == 4) {  // the agent, not the fallback, answered
-        EXPECT_NE(kvm.err.find(" 0 by software"), std::string::npos) << kvm.err;
+      if (GetParam() == 4) {  // the agent, not the fallback, answered: every read succeeds
+        EXPECT_NE(kvm.err.find(" 0 re-read by software"), std::string::npos) << kvm.err;
       }
       compared = true;
     }
@@ -151,12 +151,23 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   // Both outcomes must be well represented, or the test proves little.
   EXPECT_GT(ok, kReads / 5);
   EXPECT_GT(faults, kReads / 10);
+  // Who answered, exactly: every read that succeeds in software was answered by the ImEE (or,
+  // after the agent met its own home twice, by software for that reason), and every read that
+  // faults was re-read in software for a fault. No read needed an Accessed bit set: both
+  // machines this runs on never make the agent fault for one (software KVM's shadow walker
+  // skips A/D updates in read-only memory; Bochs sets them through read-only EPT, declared in
+  // tests/support/ram_diff.hpp); on a real VT-x CPU such reads would be counted there.
   const BackendStats st = kvm.stats();
-  RecordProperty("agent_requests", std::to_string(st.agent_requests));
-  RecordProperty("software_requests", std::to_string(st.software_requests));
-  if (GetParam() == 4) {
-    EXPECT_GT(st.agent_requests, static_cast<std::uint64_t>(ok))
-        << "the agent must have served the reads";
+  RecordProperty("imee_reads", std::to_string(st.imee_reads));
+  RecordProperty("software_rereads", std::to_string(st.software_rereads));
+  std::printf("who answered: %s\n", who_answered(st).c_str());
+  if (st.reread_no_la57 > 0) {  // this KVM offers no LA57: a 5-level guest is software's
+    EXPECT_EQ(st.reread_no_la57, static_cast<std::uint64_t>(kReads));
+  } else {
+    EXPECT_EQ(st.imee_reads + st.reread_blind_spot, static_cast<std::uint64_t>(ok));
+    EXPECT_EQ(st.reread_fault, static_cast<std::uint64_t>(faults));
+    // The lab guests' RAM is too small for 1 GiB mappings: no read needs one.
+    EXPECT_EQ(st.reread_accessed_bit + st.reread_paging_feature + st.reread_agent_failed, 0u);
   }
   test::expect_ram_unchanged(before);  // introspection changed nothing
 }

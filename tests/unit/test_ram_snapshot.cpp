@@ -30,5 +30,20 @@ TEST(RamSnapshot, SeesAnyChangeAndTellsAccessedDirtyBitsApart) {
   EXPECT_EQ(snap.diff().other_pages, 2u);
 }
 
+TEST(RamSnapshot, ExcusesOnlyAccessedDirtyBitsGained) {
+  std::vector<std::byte> ram(2 * 4096);
+  const std::uint64_t entry = 0x5678000 | 0x20 | 1;  // present, Accessed
+  std::memcpy(ram.data() + 4096 + 16, &entry, 8);
+  const RamSnapshot snap({std::span<const std::byte>(ram)});
+  const std::uint64_t dirty = entry | 0x40;  // gains D: excused
+  std::memcpy(ram.data() + 4096 + 16, &dirty, 8);
+  EXPECT_EQ(snap.diff().ad_only_pages, 1u);
+  EXPECT_EQ(snap.diff().other_pages, 0u);
+  const std::uint64_t lost = (entry & ~std::uint64_t{0x20}) | 0x40;  // loses A, gains D: not
+  std::memcpy(ram.data() + 4096 + 16, &lost, 8);
+  EXPECT_EQ(snap.diff().ad_only_pages, 0u);
+  EXPECT_EQ(snap.diff().other_pages, 1u);
+}
+
 }  // namespace
 }  // namespace imee::test

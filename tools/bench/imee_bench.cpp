@@ -90,6 +90,7 @@ struct BackendFigures {
   std::string name;
   std::vector<std::pair<std::size_t, Stats>> read_ns;  // by read size
   Stats batch_field_ns, walk_us;
+  BackendStats counters;  // who answered: since the backend was built (poll after batch: both)
 };
 
 BackendFigures measure_backend(MemoryBackend& backend, LinuxSession& session,
@@ -132,6 +133,7 @@ BackendFigures measure_backend(MemoryBackend& backend, LinuxSession& session,
   f.walk_us = repeat(runs, [&] { return per_op(20, 1, [&](int) { (void)read_tasks(walker); }); });
   f.walk_us.median /= 1000;
   f.walk_us.p99 /= 1000;
+  f.counters = backend.stats();
   return f;
 }
 
@@ -211,8 +213,7 @@ int main(int argc, char** argv) {
       KvmBackend kvm(ram, session.agent_home());
       backends.push_back(measure_backend(kvm, session, tasks, runs));
       // A KVM without LA57 answers a 5-level guest by the software fallback: say so.
-      if (kvm.stats().software_requests > kvm.stats().agent_requests)
-        backends.back().name = "kvm(sw)";
+      if (kvm.stats().reread_no_la57 > 0) backends.back().name = "kvm(sw)";
     }
     // The ImEE of a patched kvm-intel, on the target's own VM (needs --pid), batch and poll mode.
     if (ctx.options.target.qemu_pid && KernelBackend::available()) {
@@ -266,6 +267,18 @@ int main(int argc, char** argv) {
       j["reads_per_second_8B"] = 1e9 / b.read_ns[1].second.median;
       j["batch_ns_per_field"] = b.batch_field_ns.median;
       j["task_walk_us"] = b.walk_us.median;
+      const BackendStats& c = b.counters;
+      if (c.imee_reads + c.software_rereads > 0)
+        j["who_answered"] = {{"imee_reads", c.imee_reads},
+                             {"software_rereads", c.software_rereads},
+                             {"reread_fault", c.reread_fault},
+                             {"reread_accessed_bit", c.reread_accessed_bit},
+                             {"reread_blind_spot", c.reread_blind_spot},
+                             {"reread_no_la57", c.reread_no_la57},
+                             {"reread_paging_feature", c.reread_paging_feature},
+                             {"reread_agent_failed", c.reread_agent_failed},
+                             {"vm_exits", c.vm_exits},
+                             {"exits_ept_violation", c.exits_ept_violation}};
       doc["backends"].push_back(j);
     }
     for (const auto& t : tools)
@@ -298,6 +311,14 @@ int main(int argc, char** argv) {
         "ratio;\n"
         " kvm is an ImEE on this host's KVM: on a host without VT-x/AMD-V it runs emulated;\n"
         " kernel is the ImEE of the patched kvm-intel, on the target's own VM)\n");
+    for (const auto& b : backends) {
+      const BackendStats& c = b.counters;
+      if (c.imee_reads + c.software_rereads == 0) continue;
+      std::printf("%-10s who answered: %s; %llu VM exits, %llu of them EPT violations\n",
+                  b.name.c_str(), who_answered(c).c_str(),
+                  static_cast<unsigned long long>(c.vm_exits),
+                  static_cast<unsigned long long>(c.exits_ept_violation));
+    }
     std::printf("consistency cost, 8-byte read: %.2fx; task walk: %.2fx\n",
                 backends[0].read_ns[1].second.median / backends[1].read_ns[1].second.median,
                 backends[0].walk_us.median / backends[1].walk_us.median);

@@ -133,18 +133,18 @@ void print_stats(const Context& ctx, double seconds) {
   if (!ctx.session || ctx.session->backend().name() == "soft") return;  // it counts nothing
   const MemoryBackend& backend = ctx.session->backend();
   const BackendStats s = backend.stats();
+  auto n = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
   std::fprintf(stderr,
-               "stats: %s: %llu runs, %llu requests by the agent, %llu by software, %llu agent "
-               "faults, %llu blind-spot hits, %llu relocations, %llu VM exits, %llu ImEE "
-               "faults\n",
-               std::string(backend.name()).c_str(), static_cast<unsigned long long>(s.runs),
-               static_cast<unsigned long long>(s.agent_requests),
-               static_cast<unsigned long long>(s.software_requests),
-               static_cast<unsigned long long>(s.agent_faults),
-               static_cast<unsigned long long>(s.blind_spot_hits),
-               static_cast<unsigned long long>(s.relocations),
-               static_cast<unsigned long long>(s.vm_exits),
-               static_cast<unsigned long long>(s.kernel_faults));
+               "stats: %s: %s; %llu runs, %llu agent faults, %llu blind-spot hits, %llu "
+               "relocations\n",
+               std::string(backend.name()).c_str(), who_answered(s).c_str(), n(s.runs),
+               n(s.agent_faults), n(s.blind_spot_hits), n(s.relocations));
+  if (backend.name() == "kernel")
+    std::fprintf(stderr,
+                 "stats: kernel: %llu VM exits (%llu EPT violation, %llu exception, %llu "
+                 "interrupt, %llu other), %llu activations ended by a fault\n",
+                 n(s.vm_exits), n(s.exits_ept_violation), n(s.exits_exception),
+                 n(s.exits_interrupt), n(s.exits_other), n(s.fault_activations));
 }
 
 }  // namespace

@@ -2,9 +2,11 @@
 /*
  * ImEE: the hooks KVM calls.  Everything else of ImEE stays in imee/.
  *
- * Target side (kvm_main.c): ioctl dispatch and the events after which a
- * host page may no longer be the target's.  Shell side (vmx.c): the ImEE
- * vCPU's EPT pointer, exception bitmap and exits.  Each hook costs one
+ * Target side (kvm_main.c): ioctl dispatch and the events before which a
+ * host page may stop being the target's (MMU notifier range_start and
+ * release, the invalidation phase of a memslot delete/move).  Shell side
+ * (vmx.c): the ImEE vCPU's EPT pointer, exception bitmap and exits, and the
+ * guest CR3 cached at every exit while an ImEE exists.  Each hook costs one
  * atomic_read while no ImEE exists.
  */
 #ifndef __LINUX_KVM_IMEE_H
@@ -13,6 +15,7 @@
 #include <linux/atomic.h>
 #include <linux/fs.h>
 #include <linux/imee.h>
+#include <linux/limits.h>
 #include <linux/types.h>
 
 struct kvm;
@@ -20,28 +23,50 @@ struct kvm_vcpu;
 
 extern atomic_t kvm_imee_count;	/* live ImEEs */
 
-/* kvm_dev_ioctl(): system ioctls on /dev/kvm (IMEE_LAUNCH). */
+static inline bool kvm_imee_active(void)
+{
+	return unlikely(atomic_read(&kvm_imee_count));
+}
+
+/* kvm_dev_ioctl(): system ioctls on /dev/kvm (IMEE_LAUNCH, IMEE_QUERY). */
 long kvm_imee_dev_ioctl(struct file *filp, unsigned int ioctl,
 			unsigned long arg);
 
-/* The target's host mappings of [start, end) are going away. */
+/*
+ * The target's host mappings of [start, end) are going away (MMU notifier
+ * invalidate_range_start, after KVM raised mmu_invalidate_in_progress).
+ */
 void __kvm_imee_invalidate_hva(struct kvm *kvm, unsigned long start,
 			       unsigned long end);
-/* The target's memslots changed, or its mm is exiting. */
-void __kvm_imee_invalidate_all(struct kvm *kvm, bool mm_gone);
+/*
+ * GFNs [start, end) of the target stop being what they were: a memslot is
+ * being deleted or moved (its INVALID copy is active and SRCU synchronized,
+ * the old slot's pages are still the VMM's).  mm_gone: the VMM's mm exits
+ * (notifier release), everything goes for good.
+ */
+void __kvm_imee_invalidate_gfn(struct kvm *kvm, u64 start, u64 end,
+			       bool mm_gone);
 
 static inline void kvm_imee_invalidate_hva(struct kvm *kvm,
 					   unsigned long start,
 					   unsigned long end)
 {
-	if (unlikely(atomic_read(&kvm_imee_count)))
+	if (kvm_imee_active())
 		__kvm_imee_invalidate_hva(kvm, start, end);
 }
 
-static inline void kvm_imee_invalidate_all(struct kvm *kvm, bool mm_gone)
+static inline void kvm_imee_invalidate_memslot(struct kvm *kvm, u64 base_gfn,
+					       u64 npages)
 {
-	if (unlikely(atomic_read(&kvm_imee_count)))
-		__kvm_imee_invalidate_all(kvm, mm_gone);
+	if (kvm_imee_active())
+		__kvm_imee_invalidate_gfn(kvm, base_gfn, base_gfn + npages,
+					  false);
+}
+
+static inline void kvm_imee_release(struct kvm *kvm)
+{
+	if (kvm_imee_active())
+		__kvm_imee_invalidate_gfn(kvm, 0, U64_MAX, true);
 }
 
 /* Shell side: is @kvm the shell VM of an ImEE? */
@@ -49,8 +74,7 @@ bool __kvm_imee_is_shell(struct kvm *kvm);
 
 static inline bool kvm_imee_is_shell(struct kvm *kvm)
 {
-	return unlikely(atomic_read(&kvm_imee_count)) &&
-	       __kvm_imee_is_shell(kvm);
+	return kvm_imee_active() && __kvm_imee_is_shell(kvm);
 }
 
 /* The EPT pointer of a shell's vCPU: ImEE's own EPT, A/D flags off. */

@@ -54,6 +54,14 @@ class AgentBackend : public MemoryBackend {
   std::uint64_t agent_home_va() const;
   std::uint64_t agent_home_gpa() const;
 
+  // What this host's KVM lets the ImEE's vCPU translate. Reads that need more (a 5-level address
+  // space, a 1 GiB page) are answered by the software walk, and counted (stats()).
+  struct Paging {
+    bool la57 = false;
+    bool gbpages = false;
+  };
+  static Paging host_paging();
+
   // Poll mode: the vCPU stays in guest mode on an internal thread and reads are posted through
   // the shared data area, with no system call per read. stop_polling() returns to batch mode.
   void start_polling();

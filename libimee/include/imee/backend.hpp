@@ -2,6 +2,7 @@
 // the same bytes and the same typed errors; tools never know which one runs.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -18,21 +19,40 @@ namespace imee {
 
 inline constexpr std::uint64_t kMaxReadLength = 256ull << 20;  // per request
 
-// What a backend did, for --stats and for tests that must name who answered. The software
-// backend counts nothing; the ImEE backends count every path a read took.
+// Who answered, for --stats and for tests that must name it. The software backend counts
+// nothing; the ImEE backends count every read request (a ReadRequest) once, by who answered it:
+// the ImEE, or the software walk re-reading it whole, for the first reason it had to.
 struct BackendStats {
-  std::uint64_t runs = 0;               // KVM_RUN calls or activations (batch), doorbells (poll)
-  std::uint64_t agent_requests = 0;     // requests the agent served
-  std::uint64_t agent_faults = 0;       // exceptions the agent reported
-  std::uint64_t mmio_exits = 0;         // kvm: accesses to a GPA without RAM, or writes to RO slots
-  std::uint64_t software_requests = 0;  // requests answered by the software walker
-  std::uint64_t blind_spot_hits = 0;    // reads that resolved to the agent's home GPA
-  std::uint64_t relocations = 0;        // agent moves to another home
-  std::uint64_t vcpu_resets = 0;        // unexpected exits after which the vCPU was restarted
-  std::uint64_t agent_polls = 0;        // doorbell checks by the agent in poll mode
-  std::uint64_t vm_exits = 0;           // kernel: VM exits of the ImEE vCPU
-  std::uint64_t kernel_faults = 0;      // kernel: activations ended by a fault
+  std::uint64_t imee_reads = 0;           // answered by the ImEE's agent, all of it
+  std::uint64_t software_rereads = 0;     // re-read by the software walk: the sum of the six below
+  std::uint64_t reread_fault = 0;         // the agent faulted (#PF, #GP, GPA not RAM)
+  std::uint64_t reread_accessed_bit = 0;  // the MMU would have set an A/D bit in target RAM
+  std::uint64_t reread_blind_spot = 0;    // resolved to the agent's home again after relocating
+  std::uint64_t reread_no_la57 = 0;       // a 5-level address space; this KVM offers no LA57
+  // A reserved-bit #PF: the target uses a paging feature the ImEE's vCPU lacks (1 GiB pages,
+  // on a KVM that offers none: AgentBackend::host_paging()).
+  std::uint64_t reread_paging_feature = 0;
+  std::uint64_t reread_agent_failed = 0;  // the agent as a whole failed (its vCPU was reset)
+
+  std::uint64_t runs = 0;             // KVM_RUN calls or activations (batch), doorbells (poll)
+  std::uint64_t agent_jobs = 0;       // pieces of requests (<= 64 KiB) posted to the agent
+  std::uint64_t agent_faults = 0;     // exceptions the agent reported
+  std::uint64_t mmio_exits = 0;       // kvm: accesses to a GPA without RAM, or writes to RO slots
+  std::uint64_t blind_spot_hits = 0;  // reads that resolved to the agent's home GPA
+  std::uint64_t relocations = 0;      // agent moves to another home
+  std::uint64_t vcpu_resets = 0;      // unexpected exits after which the vCPU was restarted
+  std::uint64_t agent_polls = 0;      // doorbell checks by the agent in poll mode
+
+  // kernel: the module's own counts (IMEE_GET_STATS): VM exits of the ImEE vCPU by reason, and
+  // activations ended by a fault (IMEE_RESULT_FAULT), of them by an exception, by vector.
+  std::uint64_t vm_exits = 0, exits_ept_violation = 0, exits_exception = 0, exits_interrupt = 0,
+                exits_other = 0;
+  std::uint64_t fault_activations = 0;
+  std::array<std::uint64_t, 32> exception_vectors{};
 };
+
+// "N reads by the ImEE, M re-read by software (by reason)": who answered, in one line.
+std::string who_answered(const BackendStats& stats);
 
 struct ReadRequest {
   AddressSpace space;

@@ -21,10 +21,15 @@
 namespace imee {
 
 // The target: a KVM VM fd (the backend keeps a duplicate) or, with vm_fd -1, the QEMU process
-// whose VM fd the backend takes (pidfd_getfd(2)); and the vCPU whose CR3 the ImEE reports.
+// whose VM fd the backend takes (pidfd_getfd(2)).
 struct KernelVm {
   int vm_fd = -1;
   pid_t qemu_pid = 0;
+  // Opt-in: each activation also reads vCPU `vcpu_index`'s CR3 and paging mode (target_vcpu()).
+  // It kicks that vCPU out of guest mode (a VM exit in the target per activation) and may wait
+  // for it; by default an activation leaves the target alone: the agent uses the CR3 each read
+  // names (the Linux layer knows it).
+  bool read_target_cr3 = false;
   std::uint32_t vcpu_index = 0;
 };
 
@@ -43,7 +48,8 @@ class KernelBackend final : public AgentBackend {
   // (which must outlive it) being that target's RAM.
   void retarget(const GuestRam& ram, const KernelVm& vm, const AgentHome& home);
 
-  // The target vCPU's state as the last activation read it.
+  // The target vCPU's state as the last activation read it (KernelVm::read_target_cr3; all zero
+  // without it).
   struct TargetVcpu {
     std::uint64_t cr3 = 0;  // as loaded: KPTI and PCID bits included
     bool long_mode = false, la57 = false, nxe = false, wp = false, pcide = false;

@@ -129,8 +129,11 @@ bool AgentCore::wait_for_poller() {
 // Posts up to IMEE_MAX_REQUESTS jobs of one paging mode, runs them, and sorts the results:
 // bytes copied out, faulting owners marked for the software path, blind-spot reads queued for
 // a retry. Returns false if the agent failed as a whole (every job then goes to software).
-bool AgentCore::run_jobs(std::span<Job> jobs, std::vector<char>& soft_needed,
+bool AgentCore::run_jobs(std::span<Job> jobs, std::vector<Reread>& reread,
                          std::vector<Job>& retry) {
+  auto mark = [&](const Job& j, Reread why) {
+    if (reread[j.owner] == Reread::kNone) reread[j.owner] = why;
+  };
   AgentShell& s = shell_;
   const PagingMode mode = jobs.front().space.mode;
   const bool nxe = jobs.front().space.nxe;
@@ -169,7 +172,7 @@ bool AgentCore::run_jobs(std::span<Job> jobs, std::vector<char>& soft_needed,
     s.restart();
     // The doorbell stays rung: the restarted agent would serve the stale batch. Retire it.
     s.header().completed = seq_;
-    for (const Job& j : jobs) soft_needed[j.owner] = 1;
+    for (const Job& j : jobs) mark(j, Reread::kAgentFailed);
     return false;
   }
   const bool faulted = s.header().faults != faults_before;
@@ -178,7 +181,7 @@ bool AgentCore::run_jobs(std::span<Job> jobs, std::vector<char>& soft_needed,
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     const Job& j = jobs[i];
     const imee_request& r = s.slot(i);
-    ++s.stats.agent_requests;
+    ++s.stats.agent_jobs;
     const Hit h = s.hit[i].load();
     if (h == Hit::kBlindSpot) {
       ++s.stats.blind_spot_hits;
@@ -186,7 +189,11 @@ bool AgentCore::run_jobs(std::span<Job> jobs, std::vector<char>& soft_needed,
       continue;
     }
     if (!s.served[i] && (h != Hit::kNone || r.status != IMEE_STATUS_OK || r.done != j.len)) {
-      soft_needed[j.owner] = 1;
+      const bool reserved_bit = r.status == IMEE_STATUS_FAULT && r.vector == kPageFault &&
+                                (r.error_code & kPfReservedBit) != 0;
+      mark(j, h == Hit::kAccessedBit                     ? Reread::kAccessedBit
+              : h == Hit::kPagingFeature || reserved_bit ? Reread::kPagingFeature
+                                                         : Reread::kFault);
       continue;
     }
     const std::byte* got = s.data() + r.out;
@@ -217,7 +224,7 @@ void AgentCore::check_blind_spot(const Job& j, const std::byte* got, bool faulte
 }
 
 // Batches of one paging mode, within the request slots and the output buffer.
-void AgentCore::run_all(std::vector<Job>& jobs, std::vector<char>& soft_needed,
+void AgentCore::run_all(std::vector<Job>& jobs, std::vector<Reread>& reread,
                         std::vector<Job>& retry) {
   for (std::size_t first = 0; first < jobs.size();) {
     std::size_t last = first, bytes = 0;
@@ -226,20 +233,20 @@ void AgentCore::run_all(std::vector<Job>& jobs, std::vector<char>& soft_needed,
            jobs[last].space.mode == jobs[first].space.mode &&
            jobs[last].space.nxe == jobs[first].space.nxe)
       bytes += jobs[last++].len;
-    run_jobs(std::span<Job>(jobs).subspan(first, last - first), soft_needed, retry);
+    run_jobs(std::span<Job>(jobs).subspan(first, last - first), reread, retry);
     first = last;
   }
 }
 
 void AgentCore::read_batch(std::span<ReadRequest> requests) {
-  std::vector<char> soft_needed(requests.size(), 0);
+  std::vector<Reread> reread(requests.size(), Reread::kNone);
   std::vector<Job> jobs;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     ReadRequest& r = requests[i];
     r.status = check_range(r.va, r.dst.size());
     if (!r.status) continue;
     if (r.space.mode == PagingMode::k5Level && !shell_.la57()) {
-      soft_needed[i] = 1;  // this KVM offers its guests no 5-level paging
+      reread[i] = Reread::kNoLa57;  // this KVM offers its guests no 5-level paging
       continue;
     }
     for (std::size_t off = 0; off < r.dst.size(); off += kJobBytes) {
@@ -250,22 +257,55 @@ void AgentCore::read_batch(std::span<ReadRequest> requests) {
   }
 
   std::vector<Job> retry;
-  run_all(jobs, soft_needed, retry);
+  run_all(jobs, reread, retry);
   // Reads of the blind spot: move the agent and read those pieces again. Twice unlucky (the
   // new home is read too) is left to the software path.
   if (!retry.empty()) {
     std::vector<Job> again;
     if (relocate())
-      run_all(retry, soft_needed, again);
+      run_all(retry, reread, again);
     else
       again = retry;
-    for (const Job& j : again) soft_needed[j.owner] = 1;
+    for (const Job& j : again)
+      if (reread[j.owner] == Reread::kNone) reread[j.owner] = Reread::kBlindSpot;
   }
 
+  for (std::size_t i = 0; i < requests.size(); ++i)
+    if (reread[i] != Reread::kNone)
+      requests[i].status = soft_->read(requests[i].space, requests[i].va, requests[i].dst);
+  count(requests, reread);
+}
+
+// Every request once: by the ImEE, or re-read for its first reason (refused ones: neither).
+void AgentCore::count(std::span<const ReadRequest> requests, const std::vector<Reread>& reread) {
+  BackendStats& s = shell_.stats;
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    if (!soft_needed[i]) continue;
-    ++shell_.stats.software_requests;
-    requests[i].status = soft_->read(requests[i].space, requests[i].va, requests[i].dst);
+    if (reread[i] == Reread::kNone) {
+      if (check_range(requests[i].va, requests[i].dst.size())) ++s.imee_reads;
+      continue;
+    }
+    ++s.software_rereads;
+    switch (reread[i]) {
+      case Reread::kFault:
+        ++s.reread_fault;
+        break;
+      case Reread::kAccessedBit:
+        ++s.reread_accessed_bit;
+        break;
+      case Reread::kBlindSpot:
+        ++s.reread_blind_spot;
+        break;
+      case Reread::kNoLa57:
+        ++s.reread_no_la57;
+        break;
+      case Reread::kPagingFeature:
+        ++s.reread_paging_feature;
+        break;
+      case Reread::kAgentFailed:
+      case Reread::kNone:
+        ++s.reread_agent_failed;
+        break;
+    }
   }
 }
 
@@ -302,6 +342,11 @@ Expected<Translation> AgentBackend::translate(const AddressSpace& space, std::ui
 
 Status AgentBackend::read_physical(std::uint64_t gpa, std::span<std::byte> dst) {
   return core_->soft().read_physical(gpa, dst);
+}
+
+AgentBackend::Paging AgentBackend::host_paging() {
+  const kvm::Capabilities& caps = kvm::capabilities();
+  return {.la57 = caps.la57, .gbpages = caps.gbpages};
 }
 
 std::vector<RamRegion> AgentBackend::ram_regions() const {

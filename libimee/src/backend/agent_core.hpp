@@ -61,6 +61,16 @@ class AgentCore {
   };
 
  private:
+  // Why a caller's request is re-read in software (the first reason it met).
+  enum class Reread : std::uint8_t {
+    kNone,
+    kFault,
+    kAccessedBit,
+    kBlindSpot,
+    kNoLa57,
+    kPagingFeature,
+    kAgentFailed
+  };
   struct Job {
     AddressSpace space;
     std::uint64_t va = 0;
@@ -68,8 +78,9 @@ class AgentCore {
     std::uint32_t len = 0;
     std::size_t owner = 0;  // index of the caller's request
   };
-  void run_all(std::vector<Job>& jobs, std::vector<char>& soft_needed, std::vector<Job>& retry);
-  bool run_jobs(std::span<Job> jobs, std::vector<char>& soft_needed, std::vector<Job>& retry);
+  void run_all(std::vector<Job>& jobs, std::vector<Reread>& reread, std::vector<Job>& retry);
+  bool run_jobs(std::span<Job> jobs, std::vector<Reread>& reread, std::vector<Job>& retry);
+  void count(std::span<const ReadRequest> requests, const std::vector<Reread>& reread);
   void check_blind_spot(const Job& job, const std::byte* got, bool faulted,
                         std::vector<Job>& retry);
   bool relocate();

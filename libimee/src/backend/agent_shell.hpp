@@ -17,11 +17,18 @@
 
 namespace imee {
 
+// A #PF whose error code has the reserved-bit flag (Intel SDM vol. 3, 4.7): the vCPU found an
+// entry bit reserved that the target's CPU uses (the PS bit of a 1 GiB page, without PDPE1GB).
+inline constexpr std::uint32_t kPageFault = 14;
+inline constexpr std::uint32_t kPfReservedBit = 1u << 3;
+
 // Why a request slot needs more than the agent's answer.
 enum class Hit : std::uint8_t {
   kNone = 0,
-  kSoft = 1,       // answer it in software
-  kBlindSpot = 2,  // retry it after moving the agent
+  kFault,          // the agent faulted on it: re-read in software
+  kAccessedBit,    // the MMU would have set an A/D bit in target RAM: re-read in software
+  kPagingFeature,  // a reserved-bit #PF: the vCPU lacks a paging feature the target uses
+  kBlindSpot,      // it read the agent's home: retry after moving the agent
 };
 
 class AgentShell {

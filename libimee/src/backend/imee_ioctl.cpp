@@ -35,10 +35,14 @@ int xioctl(int fd, unsigned long request, void* arg) {
 std::string imee_missing() {
   kvm::Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
   if (!kvm) return std::string("cannot open /dev/kvm: ") + std::strerror(errno);
-  imee_launch probe{};  // version 0: a patched KVM refuses it with EPROTONOSUPPORT
-  if (::ioctl(kvm.get(), IMEE_LAUNCH, &probe) == 0 || errno != EPROTONOSUPPORT)
-    return "this KVM has no ImEE (IMEE_LAUNCH: " + std::string(std::strerror(errno)) +
+  imee_query q{};
+  if (xioctl(kvm.get(), IMEE_QUERY, &q) != 0 || q.magic != IMEE_MAGIC)
+    return "this KVM has no ImEE (IMEE_QUERY: " + std::string(std::strerror(errno)) +
            "); load the patched modules (kernel/README.md)";
+  if (q.version != IMEE_VERSION)
+    return "the loaded ImEE speaks ABI version " + std::to_string(q.version) + ", libimee " +
+           std::to_string(IMEE_VERSION);
+  if (!(q.features & IMEE_FEATURE_HOST)) return "this CPU cannot run ImEEs (no VT-x with EPT)";
   return {};
 }
 
@@ -80,15 +84,23 @@ void retarget(int imee, int target_vm_fd, std::uint32_t vcpu_index, std::uint64_
   if (xioctl(kvm.get(), IMEE_LAUNCH, &a) != 0) fail("IMEE_LAUNCH (retarget)");
 }
 
-imee_activate activate(int imee, std::uint32_t mode) {
+imee_activate activate(int imee, std::uint32_t mode, std::uint32_t flags) {
   imee_activate a{};
   a.version = IMEE_VERSION;
   a.mode = mode;
+  a.flags = flags;
   if (::ioctl(imee, IMEE_ACTIVATE, &a) != 0) {
     if (errno != EINTR) fail("IMEE_ACTIVATE");
     a.status = IMEE_RESULT_INTERRUPTED;
   }
   return a;
+}
+
+imee_stats stats(int imee) {
+  imee_stats s{};
+  s.version = IMEE_VERSION;
+  if (xioctl(imee, IMEE_GET_STATS, &s) != 0) fail("IMEE_GET_STATS");
+  return s;
 }
 
 kvm::Fd qemu_vm_fd(pid_t pid) {

@@ -3,6 +3,9 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "agent_core.hpp"
 #include "kernel_runner.hpp"
 
@@ -19,6 +22,7 @@ void KernelImeeRunner::set_target(const KernelVm& vm) {
   }
   target_vm_ = std::move(fd);
   target_vcpu_ = vm.vcpu_index;
+  activate_flags_ = vm.read_target_cr3 ? IMEE_ACTIVATE_READ_TARGET_CR3 : 0;
   target_gone_ = false;
 }
 
@@ -43,7 +47,13 @@ bool KernelImeeRunner::run_batch(AgentShell& shell) {
 bool KernelImeeRunner::absorb_fault(AgentShell& shell, const imee_activate& a) {
   const auto current = shell.request_at(shell.vm().regs().r15);
   if (!current) return false;  // not inside a request: the agent itself went astray
-  shell.hit[*current].store(a.fault_kind == IMEE_FAULT_BLIND_SPOT ? Hit::kBlindSpot : Hit::kSoft);
+  const bool reserved_bit = a.fault_kind == IMEE_FAULT_EXCEPTION &&
+                            IMEE_FAULT_INFO_VECTOR(a.fault_info) == kPageFault &&
+                            (IMEE_FAULT_INFO_ERROR(a.fault_info) & kPfReservedBit) != 0;
+  shell.hit[*current].store(a.fault_kind == IMEE_FAULT_BLIND_SPOT    ? Hit::kBlindSpot
+                            : a.fault_kind == IMEE_FAULT_NEEDS_A_BIT ? Hit::kAccessedBit
+                            : reserved_bit                           ? Hit::kPagingFeature
+                                                                     : Hit::kFault);
   for (std::size_t i = 0; i <= *current; ++i) {
     imee_request& s = shell.slot(i);
     if (i < *current && s.len != 0 && s.status == IMEE_STATUS_OK && s.done == s.len)
@@ -58,8 +68,7 @@ bool KernelImeeRunner::absorb_fault(AgentShell& shell, const imee_activate& a) {
 // agent failed as a whole.
 bool KernelImeeRunner::run(AgentShell& shell, std::uint32_t mode) {
   for (int interrupts = 0;;) {
-    const imee_activate a = kernel::activate(imee_.get(), mode);
-    vm_exits_.fetch_add(a.exits, std::memory_order_relaxed);
+    const imee_activate a = kernel::activate(imee_.get(), mode, activate_flags_);
     last_cr3_.store(a.target_cr3, std::memory_order_relaxed);
     last_paging_.store(a.target_paging, std::memory_order_relaxed);
     switch (a.status) {
@@ -69,7 +78,6 @@ bool KernelImeeRunner::run(AgentShell& shell, std::uint32_t mode) {
         if (mode == IMEE_ACTIVATE_BATCH && ++interrupts > 1000) return false;
         continue;
       case IMEE_RESULT_FAULT:
-        kernel_faults_.fetch_add(1, std::memory_order_relaxed);
         if (absorb_fault(shell, a)) continue;
         return false;
       case IMEE_RESULT_TARGET_GONE:
@@ -81,9 +89,18 @@ bool KernelImeeRunner::run(AgentShell& shell, std::uint32_t mode) {
   }
 }
 
+// The module's own counts: what the ImEE vCPU did, as the kernel saw it.
 void KernelImeeRunner::add_stats(BackendStats& stats) const {
-  stats.vm_exits = vm_exits_.load(std::memory_order_relaxed);
-  stats.kernel_faults = kernel_faults_.load(std::memory_order_relaxed);
+  if (!imee_) return;
+  const imee_stats k = kernel::stats(imee_.get());
+  stats.vm_exits = k.exits;
+  stats.exits_ept_violation = k.exits_ept_violation;
+  stats.exits_exception = k.exits_exception;
+  stats.exits_interrupt = k.exits_interrupt;
+  stats.exits_other = k.exits_other;
+  stats.fault_activations = k.results[IMEE_RESULT_FAULT];
+  std::copy(std::begin(k.fault_vectors), std::end(k.fault_vectors),
+            stats.exception_vectors.begin());
 }
 
 KernelBackend::TargetVcpu KernelImeeRunner::target_vcpu() const {

@@ -34,8 +34,8 @@ class KernelImeeRunner final : public AgentRunner {
 
   kvm::Fd target_vm_;  // our duplicate of the target's VM fd
   std::uint32_t target_vcpu_ = 0;
+  std::uint32_t activate_flags_ = 0;
   kvm::Fd imee_;  // once launched
-  std::atomic<std::uint64_t> vm_exits_{0}, kernel_faults_{0};
   std::atomic<std::uint64_t> last_cr3_{0};
   std::atomic<std::uint32_t> last_paging_{0};
   std::atomic<bool> target_gone_{false};

@@ -107,15 +107,16 @@ class MemslotRunner final : public AgentRunner {
   }
 
  private:
-  // An access the agent made to a GPA without a memslot (beyond RAM) or a write to a read-only
-  // one. Mark the request being served (r15 points to its slot) for the software path, and let
-  // the access complete with all-ones: its bytes will not be used.
+  // An access the agent made to a GPA without a memslot (beyond RAM), or a write to a read-only
+  // one: the MMU setting an Accessed/Dirty bit in target RAM (the agent itself writes only its
+  // own pages). Mark the request being served (r15 points to its slot) for the software path,
+  // and let the access complete with all-ones: its bytes will not be used.
   void handle_mmio(AgentShell& shell) {
     kvm_run& run = shell.vm().run_state();
     mmio_exits_.fetch_add(1, std::memory_order_relaxed);
     if (!run.mmio.is_write) std::memset(run.mmio.data, 0xff, sizeof run.mmio.data);
     if (const auto i = shell.request_at(shell.vm().regs().r15))
-      shell.hit[*i].store(Hit::kSoft);
+      shell.hit[*i].store(run.mmio.is_write ? Hit::kAccessedBit : Hit::kFault);
     else
       shell.broken = true;  // not inside a request: the agent itself went astray
   }

@@ -86,6 +86,7 @@ Capabilities probe() {
     for (std::uint32_t i = 0; i < cpuid.header().nent; ++i) {
       const kvm_cpuid_entry2& e = cpuid.entries()[i];
       if (e.function == 7 && e.index == 0) caps.la57 = (e.ecx >> 16) & 1;
+      if (e.function == 0x80000001) caps.gbpages = (e.edx >> 26) & 1;
       if (e.function == 0x80000008) caps.phys_bits = static_cast<int>(e.eax & 0xff);
     }
   } catch (const Exception& e) {

@@ -59,7 +59,8 @@ struct Capabilities {
   bool usable = false;  // /dev/kvm opens, API 12, a VM can be created
   bool readonly_mem = false;
   bool immediate_exit = false;
-  bool la57 = false;  // the guest may use 5-level paging
+  bool la57 = false;     // the guest may use 5-level paging
+  bool gbpages = false;  // ... and 1 GiB pages
   int max_memslots = 0;
   int phys_bits = 36;   // guest MAXPHYADDR
   std::string why_not;  // when !usable

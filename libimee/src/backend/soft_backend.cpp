@@ -1,9 +1,26 @@
 #include "imee/soft_backend.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace imee {
+
+std::string who_answered(const BackendStats& s) {
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "%llu reads by the ImEE, %llu re-read by software (%llu fault, %llu accessed "
+                "bit, %llu blind spot, %llu no LA57, %llu paging feature, %llu agent failed)",
+                static_cast<unsigned long long>(s.imee_reads),
+                static_cast<unsigned long long>(s.software_rereads),
+                static_cast<unsigned long long>(s.reread_fault),
+                static_cast<unsigned long long>(s.reread_accessed_bit),
+                static_cast<unsigned long long>(s.reread_blind_spot),
+                static_cast<unsigned long long>(s.reread_no_la57),
+                static_cast<unsigned long long>(s.reread_paging_feature),
+                static_cast<unsigned long long>(s.reread_agent_failed));
+  return line;
+}
 
 Status check_range(std::uint64_t va, std::size_t len) {
   if (len > kMaxReadLength || (len > 0 && va + (len - 1) < va))

@@ -3,14 +3,17 @@
  * ImEE: immersive execution environment for out-of-VM introspection of a
  * running KVM guest (see kernel/README.md of the ImEE project).
  *
- * Two ioctls:
+ * Four ioctls (kernel/API.md documents each, with every error):
  *
- *  IMEE_LAUNCH   on /dev/kvm (system fd).  The caller names the target VM by
- *                an open KVM VM fd (holding that fd is the capability; a tool
- *                gets it from the VMM with pidfd_getfd(2)).  Returns a new
- *                ImEE fd (O_CLOEXEC) on success.
- *  IMEE_ACTIVATE on an ImEE fd.  Runs the agent in batch or poll mode and
- *                reports why it stopped.
+ *  IMEE_QUERY     on /dev/kvm (system fd).  ABI version and feature bits:
+ *                 how user space detects an ImEE kernel.
+ *  IMEE_LAUNCH    on /dev/kvm.  The caller names the target VM by an open
+ *                 KVM VM fd (holding that fd is the capability; a tool gets
+ *                 it from the VMM with pidfd_getfd(2)).  Returns a new ImEE
+ *                 fd (O_CLOEXEC) on success.
+ *  IMEE_ACTIVATE  on an ImEE fd.  Runs the agent in batch or poll mode and
+ *                 reports why it stopped.
+ *  IMEE_GET_STATS on an ImEE fd.  Counters since launch.
  *
  * ABI rules: every struct starts with a version field, has explicit padding
  * and reserved fields that must be zero, and has a fixed size that is the
@@ -58,7 +61,7 @@ struct imee_launch {
 	__u32 version;		/* in: IMEE_VERSION */
 	__u32 flags;		/* in: IMEE_LAUNCH_* */
 	__s32 vm_fd;		/* in: target KVM VM fd */
-	__u32 vcpu_index;	/* in: target vCPU whose CR3/paging mode to use */
+	__u32 vcpu_index;	/* in: target vCPU (IMEE_ACTIVATE_READ_TARGET_CR3) */
 	__s32 shell_fd;		/* in: the caller's KVM VM fd (see above), or -1 */
 	__s32 imee_fd;		/* in: with IMEE_LAUNCH_RETARGET, else -1 */
 	__u64 agent_gpa;	/* in: target GPA of the agent's home page */
@@ -70,53 +73,159 @@ struct imee_launch {
 #define IMEE_ACTIVATE_BATCH	1 /* run the request queue, then halt */
 #define IMEE_ACTIVATE_POLL	2 /* stay in guest mode serving the data page */
 
+/*
+ * struct imee_activate.flags (a bit set, unlike .mode).  Without
+ * IMEE_ACTIVATE_READ_TARGET_CR3 an activation does not touch the target at
+ * all: target_cr3 and target_paging are 0, the agent uses the CR3 that the
+ * caller put in each request.  With it, the target vCPU's CR3 and paging
+ * mode are read when the activation begins; a target vCPU in guest mode is
+ * kicked for it (one VM exit of the target) and waited for up to 100 ms.
+ */
+#define IMEE_ACTIVATE_READ_TARGET_CR3	(1U << 0)
+#define IMEE_ACTIVATE_VALID_FLAGS	IMEE_ACTIVATE_READ_TARGET_CR3
+
 /* struct imee_activate.status: why the activation ended */
 #define IMEE_RESULT_NONE	0 /* not run */
 #define IMEE_RESULT_DONE	1 /* the agent halted */
 #define IMEE_RESULT_FAULT	2 /* fault; fault_kind and fault_addr say more */
 #define IMEE_RESULT_TARGET_GONE	3 /* the target's memory is gone (VMM exited) */
 #define IMEE_RESULT_INTERRUPTED	4 /* signal pending; activate again */
+#define IMEE_RESULT_MAX		4
 
 /*
  * struct imee_activate.fault_kind, with IMEE_RESULT_FAULT.  The vCPU stops
  * at the faulting instruction: the caller restarts the agent (KVM_SET_REGS
- * on the shell's vCPU) before the next activation.
+ * on the shell's vCPU) before the next activation.  fault_info, fault_addr
+ * and fault_gva per kind (fields not listed are 0):
+ *
+ * IMEE_FAULT_EXCEPTION   fault_info bits 7:0 = vector, bit 8 = an error
+ *                        code was delivered, bits 31:16 = error code bits
+ *                        15:0; fault_addr = CR2 for #PF (vector 14).
+ * IMEE_FAULT_BLIND_SPOT  data access to agent_gpa: fault_addr = GPA,
+ *                        fault_gva = guest linear address (0 if unknown).
+ * IMEE_FAULT_NEEDS_A_BIT the page walk must set an Accessed/Dirty bit in
+ *                        the target paging structure at GPA fault_addr;
+ *                        fault_gva = the linear address being translated.
+ * IMEE_FAULT_NO_GPA      fault_addr (GPA) is not target RAM (or not
+ *                        readable); fault_gva as above.
+ * IMEE_FAULT_FORBIDDEN   write to / execution of target memory:
+ *                        fault_addr = GPA, fault_gva as above, fault_info
+ *                        = exit qualification bits 31:0 (SDM table 28-7).
+ * IMEE_FAULT_EXIT        a VM exit ImEE does not serve.  fault_info =
+ *                        VMX basic exit reason (e.g. 49, EPT misconfig:
+ *                        fault_addr = GPA; 48, EPT violations repeating
+ *                        at GPA fault_addr), or IMEE_EXIT_KVM | KVM_EXIT_*
+ *                        when KVM wanted to exit to user space (I/O, MMIO,
+ *                        shutdown, ...).
  */
 #define IMEE_FAULT_NONE		0
-#define IMEE_FAULT_EXCEPTION	1 /* fault_info: vector | error code << 16;
-				   * #PF: fault_addr = CR2 */
-#define IMEE_FAULT_BLIND_SPOT	2 /* data access to agent_gpa; fault_gva = VA */
-#define IMEE_FAULT_NEEDS_A_BIT	3 /* the walk must set an A/D bit at fault_addr */
-#define IMEE_FAULT_NO_GPA	4 /* fault_addr (GPA) is not target RAM */
-#define IMEE_FAULT_FORBIDDEN	5 /* write to / execute of target memory */
-#define IMEE_FAULT_EXIT		6 /* unexpected VM exit; fault_info = reason */
+#define IMEE_FAULT_EXCEPTION	1
+#define IMEE_FAULT_BLIND_SPOT	2
+#define IMEE_FAULT_NEEDS_A_BIT	3
+#define IMEE_FAULT_NO_GPA	4
+#define IMEE_FAULT_FORBIDDEN	5
+#define IMEE_FAULT_EXIT		6
+#define IMEE_FAULT_MAX		6
 
-/* struct imee_activate.target_paging */
+#define IMEE_FAULT_INFO_VECTOR(info)	((info) & 0xffU)
+#define IMEE_FAULT_INFO_HAS_ERROR	(1U << 8)
+#define IMEE_FAULT_INFO_ERROR(info)	(((info) >> 16) & 0xffffU)
+#define IMEE_EXIT_KVM			(1U << 31)
+
+/* struct imee_activate.target_paging (IMEE_ACTIVATE_READ_TARGET_CR3) */
 #define IMEE_PAGING_LA57	(1U << 0) /* CR4.LA57: 5-level paging */
 #define IMEE_PAGING_NXE		(1U << 1) /* EFER.NXE */
 #define IMEE_PAGING_WP		(1U << 2) /* CR0.WP */
 #define IMEE_PAGING_PCIDE	(1U << 3) /* CR4.PCIDE: CR3 bits 11:0 = PCID */
 #define IMEE_PAGING_LONG	(1U << 4) /* EFER.LMA: long mode */
-#define IMEE_PAGING_STALE	(1U << 31) /* the vCPU did not exit in time:
-					    * target_cr3 is from its last exit */
+/* The vCPU did not exit in time: target_cr3 is from its last exit. */
+#define IMEE_PAGING_STALE	(1U << 31)
 
+/*
+ * In: version, mode, flags, reserved (0).  Everything else is out only
+ * (ignored on input, so a result can be passed back as it is).  The exit
+ * counts are of this activation; exits = exits_ept_violation +
+ * exits_exception + exits_interrupt + exits_other.
+ */
 struct imee_activate {
 	__u32 version;		/* in: IMEE_VERSION */
-	__u32 mode;		/* in: IMEE_ACTIVATE_* */
-	__u32 flags;		/* in: none defined, must be 0 */
+	__u32 mode;		/* in: IMEE_ACTIVATE_BATCH or _POLL */
+	__u32 flags;		/* in: IMEE_ACTIVATE_READ_TARGET_CR3 or 0 */
 	__u32 status;		/* out: IMEE_RESULT_* */
 	__u32 fault_kind;	/* out: IMEE_FAULT_* */
 	__u32 fault_info;	/* out: see IMEE_FAULT_* */
 	__u64 fault_addr;	/* out: GPA (EPT faults) or CR2 (#PF) */
 	__u64 fault_gva;	/* out: guest linear address of an EPT fault, or 0 */
-	__u64 target_cr3;	/* out: target vCPU's CR3 when the run began */
-	__u32 target_paging;	/* out: IMEE_PAGING_* of the target vCPU */
+	__u64 target_cr3;	/* out: target vCPU's CR3 (flag), else 0 */
+	__u32 target_paging;	/* out: IMEE_PAGING_* (flag), else 0 */
 	__u32 pad;		/* out: 0 */
 	__u64 exits;		/* out: VM exits of the ImEE vCPU in this run */
+	__u64 exits_ept_violation; /* out: ... of them EPT violations */
+	__u64 exits_exception;	/* out: exceptions (all intercepted; not NMI) */
+	__u64 exits_interrupt;	/* out: external interrupts (host IRQs) */
+	__u64 exits_other;	/* out: any other reason */
+	__u64 reserved[4];	/* in: 0; out: 0 */
 };
 
-#define IMEE_LAUNCH	_IOW(IMEE_IO, 0x80, struct imee_launch)
-#define IMEE_ACTIVATE	_IOWR(IMEE_IO, 0x81, struct imee_activate)
+/*
+ * IMEE_GET_STATS on an ImEE fd: counters since IMEE_LAUNCH (a retarget
+ * keeps them).  In: version, flags (0), reserved (0).  Exit and result
+ * counters are added when an activation ends; the others are live.
+ */
+struct imee_stats {
+	__u32 version;		/* in: IMEE_VERSION */
+	__u32 flags;		/* in: 0 */
+	__u64 activations;	/* IMEE_ACTIVATE runs of the vCPU */
+	__u64 exits;		/* VM exits of the ImEE vCPU in them */
+	__u64 exits_ept_violation;
+	__u64 exits_exception;
+	__u64 exits_interrupt;
+	__u64 exits_other;
+	__u64 results[8];	/* activations by IMEE_RESULT_* status */
+	__u64 faults[8];	/* IMEE_RESULT_FAULT by IMEE_FAULT_* kind */
+	__u64 fault_vectors[32]; /* IMEE_FAULT_EXCEPTION by vector */
+	__u64 target_maps;	/* target pages mapped into the ImEE's EPT */
+	__u64 local_maps;	/* shell pages mapped (incl. the agent page) */
+	/* target pages taken, then not mapped: an invalidation ran meanwhile */
+	__u64 map_retries;
+	/* invalidations: MMU notifier, memslot, mm exit, retarget */
+	__u64 invalidations;
+	__u64 tlb_flushes;	/* TLB flush requests to the ImEE vCPU */
+	__u64 pinned_pages;	/* shell pages pinned now (RLIMIT_MEMLOCK) */
+	__u64 ept_pages;	/* EPT table pages now (root included) */
+	__u64 reserved[2];	/* out: 0 */
+};
+
+/*
+ * IMEE_QUERY on /dev/kvm: is this an ImEE kernel, and what can it do.
+ * Any caller may ask (no version check).  A kernel without ImEE fails it
+ * (EINVAL from KVM's arch ioctl, or ENOTTY); detect ImEE by a successful
+ * call that returns magic == IMEE_MAGIC.
+ */
+#define IMEE_MAGIC		0x45456d49U /* "ImEE" in little-endian bytes */
+
+/* struct imee_query.features */
+#define IMEE_FEATURE_HOST		(1ULL << 0) /* this CPU can run ImEEs */
+#define IMEE_FEATURE_RETARGET		(1ULL << 1) /* IMEE_LAUNCH_RETARGET */
+#define IMEE_FEATURE_READ_TARGET_CR3	(1ULL << 2) /* the activate flag */
+#define IMEE_FEATURE_STATS		(1ULL << 3) /* IMEE_GET_STATS */
+#define IMEE_FEATURE_EXIT_COUNTS	(1ULL << 4) /* imee_activate.exits_* */
+#define IMEE_FEATURE_MEMLOCK		(1ULL << 5) /* pins: RLIMIT_MEMLOCK */
+
+struct imee_query {
+	__u32 version;		/* out: the kernel's IMEE_VERSION (in: ignored) */
+	__u32 magic;		/* out: IMEE_MAGIC */
+	__u64 features;		/* out: IMEE_FEATURE_* */
+	__u32 flags;		/* in: 0 */
+	__u32 pad;		/* in: 0 */
+	__u64 max_gpa;		/* out: GPAs an ImEE maps are below this */
+	__u64 reserved[4];	/* in: 0; out: 0 */
+};
+
+#define IMEE_LAUNCH	_IOW(IMEE_IO, 0x80, struct imee_launch)	 /* /dev/kvm */
+#define IMEE_ACTIVATE	_IOWR(IMEE_IO, 0x81, struct imee_activate) /* ImEE fd */
+#define IMEE_GET_STATS	_IOWR(IMEE_IO, 0x82, struct imee_stats)	 /* ImEE fd */
+#define IMEE_QUERY	_IOWR(IMEE_IO, 0x83, struct imee_query)	 /* /dev/kvm */
 
 /*
  * The layout is ABI: sizes are fixed on every architecture.  Checked by
@@ -124,10 +233,14 @@ struct imee_activate {
  */
 #if defined(__cplusplus) && __cplusplus >= 201103L
 static_assert(sizeof(struct imee_launch) == 64, "ImEE ABI");
-static_assert(sizeof(struct imee_activate) == 64, "ImEE ABI");
+static_assert(sizeof(struct imee_activate) == 128, "ImEE ABI");
+static_assert(sizeof(struct imee_stats) == 512, "ImEE ABI");
+static_assert(sizeof(struct imee_query) == 64, "ImEE ABI");
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct imee_launch) == 64, "ImEE ABI");
-_Static_assert(sizeof(struct imee_activate) == 64, "ImEE ABI");
+_Static_assert(sizeof(struct imee_activate) == 128, "ImEE ABI");
+_Static_assert(sizeof(struct imee_stats) == 512, "ImEE ABI");
+_Static_assert(sizeof(struct imee_query) == 64, "ImEE ABI");
 #endif
 
 #endif /* _UAPI_LINUX_IMEE_H */
