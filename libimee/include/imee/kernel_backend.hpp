@@ -33,7 +33,7 @@ struct KernelVm {
   std::uint32_t vcpu_index = 0;
 };
 
-class KernelImeeRunner;  // libimee/src/backend/kernel_runner.hpp
+class KernelImeeRunner;  // libimee/src/backend/kernel_backend.cpp
 
 class KernelBackend final : public AgentBackend {
  public:

@@ -1,6 +1,6 @@
 // How the agent gets to run against a target: the one thing the two ImEE backends do
 // differently. MemslotRunner (kvm_backend.cpp) maps the target's RAM as read-only memslots of
-// the shell VM and runs it with KVM_RUN; KernelImeeRunner (kernel_runner.hpp) has the patched
+// the shell VM and runs it with KVM_RUN; KernelImeeRunner (kernel_backend.cpp) has the patched
 // module's ImEE map it through its own EPT and runs it with IMEE_ACTIVATE. Above them,
 // AgentCore (agent_core.hpp) posts the requests and decides what software re-reads.
 #pragma once

@@ -1,3 +1,5 @@
+// The shell every ImEE runs in (agent_shell.hpp): local memory, the agent page with its canary,
+// the local page tables, the agent's home and its vCPU state.
 #include "agent_shell.hpp"
 
 #include <cstring>
