@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# build-kvm-modules.sh [OUTDIR] -- build kvm.ko + kvm-intel.ko (+ kvm-amd.ko)
-# with ImEE, out of tree, from a kernel's own KVM sources plus kernel/,
-# against that kernel's headers.
+# build-kvm-modules.sh [-k KVER] [--deps] [OUTDIR] -- build kvm.ko + kvm-intel.ko
+# (+ kvm-amd.ko) with ImEE, out of tree, from a kernel's own KVM sources plus
+# kernel/, against that kernel's headers.  Linux 6.1 and 6.12 (Debian 12).
 #
 # Produces:
 #   OUTDIR/kvm.ko, OUTDIR/kvm-intel.ko (kvm-amd.ko with IMEE_KVM_AMD=y),
@@ -10,25 +10,34 @@
 #   OUTDIR/BUILDINFO       kernel, source, patches, vermagic
 # Default OUTDIR: build/kvm-modules/<kver> in the repository.
 #
-# Steps: install what is missing (Debian: linux-headers-<kver>,
-# linux-source-<x.y> of the same package version, gcc, make, patch,
-# xz-utils); extract arch/x86/kvm, virt/kvm (and checkpatch) from the source
-# tarball once (cached); assemble the build tree: upstream files, then the
-# overlay kernel/ (all but README.md and patches/), then kernel/patches/*.patch
+# Steps: pick the hook patches by the kernel's major.minor
+# (kernel/patches/<x.y>/, e.g. 6.1 or 6.12; any other series is an error);
+# install what is missing (Debian: linux-headers-<kver>, linux-source-<x.y>
+# of the same package version, gcc, make, patch, xz-utils); extract
+# arch/x86/kvm, virt/kvm (and checkpatch) from the source tarball once
+# (cached); assemble the build tree: upstream files, then the overlay kernel/
+# (all but README.md and patches/), then kernel/patches/<x.y>/*.patch
 # (patch -p1, no fuzz), then the repository's Kbuild as arch/x86/kvm/Kbuild;
 # run make -C <headers> M=<tree>/arch/x86/kvm modules; check vermagic.
 # The build tree is reused: unchanged files keep their mtime, so a rebuild
 # after an edit of kernel/ recompiles only what changed.
 #
+# --deps: only install what the build needs (headers, source, compiler,
+# tools) and check it, then exit (scripts/dkms-*.sh, before DKMS builds
+# with IMEE_NO_APT=1).
+#
+# Kernel release (first that is set):
+#   -k KVER         (DKMS passes ${kernelver} this way)
+#   IMEE_KVER       "running" means uname -r
+#   default         uname -r if Debian has headers for it (installed, or
+#                   linux-headers-<uname -r> known to apt); otherwise what the
+#                   meta-package linux-image-amd64 depends on (logged)
 # Environment:
-#   IMEE_KVER       kernel release to build for (default: what the Debian
-#                   meta-package linux-image-amd64 depends on; "running" for
-#                   uname -r)
 #   IMEE_KDIR       kernel build (headers) dir (default /lib/modules/KVER/build)
 #   IMEE_KSRC       kernel source: tarball or directory (default: the
 #                   linux-source-<x.y> tarball under /usr/src)
 #   IMEE_CACHE_DIR  extracted sources + build tree (default OUTDIR/cache)
-#   IMEE_NO_APT=1   never call apt-get; fail if something is missing
+#   IMEE_NO_APT=1   never call apt-get; fail if something is missing (DKMS)
 #   IMEE_KVM_AMD=y  also build kvm-amd.ko
 #   IMEE_STRIP=0    keep debug info in OUTDIR/*.ko (kvm.ko: ~19 MB vs ~1.5 MB)
 #   JOBS            parallel make jobs (default: nproc)
@@ -37,7 +46,20 @@ set -euo pipefail
 die() { echo "build-kvm-modules.sh: $*" >&2; exit 1; }
 log() { echo "build-kvm-modules.sh: $*" >&2; }
 
-[ $# -le 1 ] || die "usage: build-kvm-modules.sh [OUTDIR]"
+usage() { die "usage: build-kvm-modules.sh [-k KVER] [--deps] [OUTDIR]"; }
+ARG_KVER=
+DEPS_ONLY=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -k) [ $# -ge 2 ] || usage; ARG_KVER=$2; shift 2 ;;
+    -k?*) ARG_KVER=${1#-k}; shift ;;
+    --deps) DEPS_ONLY=1; shift ;;
+    --) shift; break ;;
+    -*) usage ;;
+    *) break ;;
+    esac
+done
+[ $# -le 1 ] || usage
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 JOBS=${JOBS:-$(nproc)}
@@ -53,29 +75,40 @@ apt_install() {
 }
 
 # --------------------------------------------------------------- kernel
+# Debian has headers for release $1: installed, or a package apt knows.
+have_headers() {
+    [ -f "/lib/modules/$1/build/Makefile" ] ||
+        { [ "${IMEE_NO_APT:-0}" != 1 ] && command -v apt-cache >/dev/null &&
+          apt-cache show "linux-headers-$1" >/dev/null 2>&1; }
+}
 resolve_kver() {
+    [ -z "$ARG_KVER" ] || { echo "$ARG_KVER"; return; }
     case "${IMEE_KVER:-}" in
     running) uname -r; return ;;
     ?*) echo "$IMEE_KVER"; return ;;
     esac
-    local pkg
+    local run pkg
+    run=$(uname -r)
+    if have_headers "$run"; then
+        echo "$run"
+        return
+    fi
     pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
           awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }') || true
-    [ -n "$pkg" ] || die "cannot resolve the kernel (apt-cache depends linux-image-amd64 gave nothing); set IMEE_KVER"
+    [ -n "$pkg" ] || die "no headers for the running kernel $run, and cannot resolve the kernel (apt-cache depends linux-image-amd64 gave nothing); set IMEE_KVER"
+    log "running kernel $run has no Debian headers package: building for $pkg (what linux-image-amd64 depends on; -k or IMEE_KVER to choose)"
     echo "${pkg#linux-image-}"
 }
 KVER=$(resolve_kver)
+[ -n "$KVER" ] || die "empty kernel release"
 
-OUT=${1:-$REPO/build/kvm-modules/$KVER}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-CACHE=${IMEE_CACHE_DIR:-$OUT/cache}
-mkdir -p "$CACHE"
-CACHE=$(cd "$CACHE" && pwd)
-
-# Serialize concurrent builds into the same cache.
-exec 9>"$CACHE/.lock"
-flock 9
+# Hook patches per kernel series (major.minor of the release).
+series_list() { (cd "$REPO/kernel/patches" && ls -d [0-9]*.[0-9]* 2>/dev/null | sort -V | paste -sd' '); }
+[[ $KVER =~ ^([0-9]+\.[0-9]+) ]] || die "kernel release '$KVER' does not start with a version"
+XY=${BASH_REMATCH[1]}
+PATCHDIR=$REPO/kernel/patches/$XY
+[ -d "$PATCHDIR" ] ||
+    die "kernel $KVER: no ImEE hook patches for Linux $XY (kernel/patches/$XY/; supported: $(series_list))"
 
 # Tools.  flex, bison, bc and libelf-dev are not needed: Debian's headers
 # ship prebuilt fixdep, modpost, genksyms and objtool (linux-kbuild-*).
@@ -98,7 +131,7 @@ KDIR=$(cd "$KDIR" && pwd -P)
 # Upstream version of the headers (e.g. 6.1.192), to match the sources.
 HVER=$(make -s -C "$KDIR" kernelversion 2>/dev/null | tail -n1)
 [[ $HVER =~ ^[0-9]+\.[0-9]+ ]] || die "cannot get kernelversion from $KDIR"
-XY=${BASH_REMATCH[0]}
+[ "${BASH_REMATCH[0]}" = "$XY" ] || die "release $KVER but headers $KDIR are Linux $HVER"
 HEADERS_PKG=linux-headers-$KVER
 HEADERS_DEBVER=$(dpkg-query -W -f='${Version}' "$HEADERS_PKG" 2>/dev/null || true)
 
@@ -115,17 +148,37 @@ KSRC=${IMEE_KSRC:-}
 if [ -z "$KSRC" ]; then
     KSRC=/usr/src/linux-source-$XY.tar.xz
     SRC_PKG=linux-source-$XY
-    have=$(dpkg-query -W -f='${Status} ${Version}' "$SRC_PKG" 2>/dev/null || true)
+    have=$(dpkg-query -W -f='${db:Status-Status} ${Version}' "$SRC_PKG" 2>/dev/null || true)
     if [ -n "$HEADERS_DEBVER" ]; then
         # Same Debian package version as the headers, or the ABI may differ.
-        [ "$have" = "install ok installed $HEADERS_DEBVER" ] ||
-            apt_install "$SRC_PKG=$HEADERS_DEBVER"
+        # Unpacked is enough (the tarball is there): a DKMS build that a
+        # kernel upgrade starts may run before dpkg configures the source.
+        case "$have" in
+        "installed $HEADERS_DEBVER" | "unpacked $HEADERS_DEBVER" | \
+        "half-configured $HEADERS_DEBVER" | "triggers-"*" $HEADERS_DEBVER") ;;
+        *) apt_install "$SRC_PKG=$HEADERS_DEBVER" ;;
+        esac
     elif [ ! -f "$KSRC" ]; then
         apt_install "$SRC_PKG"
     fi
 fi
 [ -e "$KSRC" ] || die "no kernel source at $KSRC (set IMEE_KSRC)"
 KSRC=$(cd "$(dirname "$KSRC")" && pwd -P)/$(basename "$KSRC")
+if [ "$DEPS_ONLY" = 1 ]; then
+    log "kernel $KVER: headers $KDIR, source $KSRC, compiler $CCNAME: all there"
+    exit 0
+fi
+
+OUT=${1:-$REPO/build/kvm-modules/$KVER}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+CACHE=${IMEE_CACHE_DIR:-$OUT/cache}
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+
+# Serialize concurrent builds into the same cache.
+exec 9>"$CACHE/.lock"
+flock 9
 
 # Extract (once per source) only what the build and checkpatch need.
 src_id=$(stat -Lc '%n %s %Y' "$KSRC" | md5sum | cut -c1-12)
@@ -169,12 +222,13 @@ cp -a "$PRISTINE/arch" "$PRISTINE/virt" "$STAGE/"
 (cd "$REPO/kernel" && find . -type f ! -path './patches/*' ! -name README.md ! -name '*~' -print0 |
     xargs -0 -r cp --parents -t "$STAGE")
 patches=()
-for p in "$REPO"/kernel/patches/*.patch; do
+for p in "$PATCHDIR"/*.patch; do
     [ -f "$p" ] || continue
-    patches+=("$(basename "$p")")
+    patches+=("$XY/$(basename "$p")")
     patch -d "$STAGE" -p1 --batch --forward --fuzz=0 --no-backup-if-mismatch -s < "$p" ||
-        die "kernel/patches/$(basename "$p") does not apply to linux $SVER"
+        die "kernel/patches/$XY/$(basename "$p") does not apply to linux $SVER"
 done
+[ ${#patches[@]} -gt 0 ] || die "kernel/patches/$XY/ has no patches"
 cp "$REPO/Kbuild" "$STAGE/arch/x86/kvm/Kbuild"
 
 # Sync stage -> tree: copy changed files only, drop files gone from stage.

@@ -45,7 +45,13 @@ phase_done tools
 
 echo "kernel-lab.sh: build kvm modules"
 # default output: build/kvm-modules/<kernel release>; the last lines name the modules
-modout=$("$repo/scripts/build-kvm-modules.sh") || finish FAIL "kvm module build failed"
+# for L1's kernel: the lab's (LAB_KERNEL_PKG, else what linux-image-amd64 depends on, as
+# tests/lab/build-lab.sh picks it), whatever kernel this host runs
+l1_pkg=${LAB_KERNEL_PKG:-$(apt-cache depends linux-image-amd64 2>/dev/null |
+  awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')}
+[[ -n $l1_pkg ]] || finish FAIL "cannot resolve L1's kernel package (set LAB_KERNEL_PKG)"
+modout=$(IMEE_KVER=${l1_pkg#linux-image-} "$repo/scripts/build-kvm-modules.sh") ||
+  finish FAIL "kvm module build failed"
 echo "$modout"
 moddir=$(dirname "$(grep '/kvm-intel\.ko$' <<<"$modout" | tail -n1)")
 [[ -s $moddir/kvm-intel.ko ]] || finish FAIL "kvm module build named no kvm-intel.ko"

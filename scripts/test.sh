@@ -2,7 +2,7 @@
 # Installs what is missing, builds, and runs every test: the suite as built for users (lab guests
 # booted under QEMU), the kernel path in the VT-x lab (scripts/kernel-lab.sh), the suite again
 # under AddressSanitizer and UBSan, and a short pass of the parser fuzzers (IMEE_SANITIZE=0 skips
-# the last two). The VT-x lab is one Bochs on one core for ~20 minutes: it runs in the background
+# those two), then the DKMS build for both kernel series (scripts/dkms-check.sh). The VT-x lab is one Bochs on one core for ~20 minutes: it runs in the background
 # beside the rest, its log goes to BUILD_DIR/kernel-lab.log and is shown at the end.
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +28,9 @@ if [[ ${IMEE_SANITIZE:-1} != 0 ]]; then
   echo "== fuzzers, short run (scripts/fuzz.sh runs 10^6 executions each)"
   BUILD_DIR=$build-fuzz FUZZ_RUNS=${FUZZ_RUNS:-20000} "$repo/scripts/fuzz.sh" || status=1
 fi
+
+echo "== DKMS: the patched modules built by dkms for Debian 12's 6.1 and 6.12 kernels"
+"$repo/scripts/dkms-check.sh" 2>"$build/dkms-check.log" || { status=1; tail -n 30 "$build/dkms-check.log"; }
 
 echo "== waiting for the kernel lab"
 kernel_lab=PASS

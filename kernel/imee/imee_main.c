@@ -22,7 +22,8 @@
  * re-checks, under imee->mmu_lock, imee->gen -- bumped under that lock by
  * every MMU-notifier invalidation of a target memslot, by the notifier's
  * release, by every memslot delete/move of the target and by retarget --
- * and target_gone, as well as KVM's own mmu_invalidate_retry_hva(); a page
+ * and target_gone, as well as KVM's own mmu_invalidate_retry_hva() (6.1) or
+ * _gfn() (6.12), imee_invalidate_retry() in compat.h; a page
  * taken before a bump is put back, never mapped.  The ImEE's TLB is
  * flushed with KVM_REQ_TLB_FLUSH to its own vCPU (imee_flush()), which
  * does a global INVEPT before that vCPU enters again.  Lock order:
@@ -41,18 +42,21 @@
 #include <linux/kvm_imee.h>
 #include <linux/minmax.h>
 #include <linux/mm.h>
+#include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/rculist.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/stringify.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
 #include <asm/msr.h>
 #include <asm/vmx.h>
 
+#include "compat.h"
 #include "ept.h"
 
 /* How long activation waits for a running target vCPU to exit. */
@@ -74,6 +78,9 @@ module_param(imee_trace, bool, 0644);
 static unsigned int imee_test_map_delay_ms;
 module_param(imee_test_map_delay_ms, uint, 0644);
 #define IMEE_TEST_DELAY_MAX_MS	1000
+
+/* modinfo "version" of kvm.ko (kvm-intel.ko: intel_modinfo.c) */
+MODULE_VERSION("imee-" __stringify(IMEE_VERSION));
 
 atomic_t kvm_imee_count = ATOMIC_INIT(0);
 EXPORT_SYMBOL_GPL(kvm_imee_count);
@@ -303,6 +310,8 @@ static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
 		if (!imee_user_slot(slot) || (slot->flags & KVM_MEM_READONLY))
 			return imee_stop(imee, IMEE_FAULT_NO_GPA, 0,
 					 gfn_to_gpa(gfn), 0);
+		if (imee_slot_guest_memfd(slot))
+			return -EOPNOTSUPP;	/* created after launch */
 		/* RLIMIT_MEMLOCK of the caller (CAP_IPC_LOCK bypasses it) */
 		r = account_locked_vm(mm, 1, true);
 		if (r)
@@ -395,13 +404,17 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 		r = imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gfn_to_gpa(gfn), gla);
 		goto out;
 	}
+	if (imee_slot_guest_memfd(slot)) {
+		r = -EOPNOTSUPP;	/* created after launch: API.md */
+		goto out;
+	}
 	hva = __gfn_to_hva_memslot(slot, gfn);
 	if (!mmget_not_zero(mm)) {
 		r = imee_stop(imee, IMEE_FAULT_TARGET_GONE, 0, 0, 0);
 		goto out;
 	}
 	mmap_read_lock(mm);
-	n = get_user_pages_remote(mm, hva, 1, 0, &page, NULL, NULL);
+	n = imee_gup_remote_one(mm, hva, 0, &page);
 	mmap_read_unlock(mm);
 	mmput(mm);	/* may be the last: exit_mmap -> release, below */
 	if (n != 1) {
@@ -418,7 +431,7 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	 *  - an MMU-notifier invalidation covered a target memslot
 	 *    (__kvm_imee_invalidate_hva(): gen++, in invalidate_range_start
 	 *    after KVM raised mmu_invalidate_in_progress; one still in
-	 *    progress is seen by mmu_invalidate_retry_hva());
+	 *    progress is seen by imee_invalidate_retry());
 	 *  - the VMM's mm exited: kvm_mmu_notifier_release() ->
 	 *    __kvm_imee_invalidate_gfn(mm_gone): gen++, target_gone.  It does
 	 *    not bump mmu_invalidate_seq, and afterwards the notifier is
@@ -429,7 +442,7 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	 *  - a retarget (cannot overlap: both hold imee->lock).
 	 * All of them bump gen under imee->mmu_lock, and the check and the
 	 * install happen under the same lock (inside the target's mmu_lock,
-	 * read, for mmu_invalidate_retry_hva()): a bump before the check
+	 * read, for imee_invalidate_retry()): a bump before the check
 	 * refuses the page, one after it zaps the entry and flushes.
 	 * Tests: KernelImee.VmmExitWhileMappingNeverMapsTheDyingPage (the
 	 * VMM killed inside kvm.imee_test_map_delay_ms: the refused page),
@@ -440,7 +453,7 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	spin_lock(&imee->mmu_lock);
 	gone = imee->target_gone;
 	if (!gone && imee->gen == gen &&
-	    !mmu_invalidate_retry_hva(target, mmu_seq, hva)) {
+	    !imee_invalidate_retry(target, mmu_seq, gfn, hva)) {
 		imee_ept_map(&imee->ept, gfn, page_to_phys(page), IMEE_EPT_R);
 		imee->stats.target_maps++;
 		mapped = true;
@@ -803,7 +816,7 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	if (!imee->exceptions_intercepted) {
 		/* the patched vmx_update_exception_bitmap() sets every bit */
 		vcpu_load(vcpu);
-		static_call(kvm_x86_update_exception_bitmap)(vcpu);
+		kvm_x86_call(update_exception_bitmap)(vcpu);
 		vcpu_put(vcpu);
 		imee->exceptions_intercepted = true;
 	}
@@ -985,15 +998,15 @@ static int imee_get_vm(int fd, struct kvm **out)
 	struct fd f = fdget(fd);
 	int r = 0;
 
-	if (!f.file)
+	if (!fd_file(f))
 		return -EBADF;
 	/* Same test as SEV's intra-host migration: f_op is kvm_vm_fops. */
-	if (!file_is_kvm(f.file)) {
+	if (!file_is_kvm(fd_file(f))) {
 		r = -EBADF;
-	} else if (READ_ONCE(((struct kvm *)f.file->private_data)->vm_dead)) {
+	} else if (READ_ONCE(((struct kvm *)fd_file(f)->private_data)->vm_dead)) {
 		r = -EIO;
 	} else {
-		*out = f.file->private_data;
+		*out = fd_file(f)->private_data;
 		kvm_get_kvm(*out);
 	}
 	fdput(f);
@@ -1009,7 +1022,9 @@ static bool imee_overlap(const struct kvm_memory_slot *a,
 
 /*
  * The agent's page is shell memory, agent_gpa is not, and no shell memslot
- * hides target memory (the shell's pages would win).
+ * hides target memory (the shell's pages would win).  No guest_memfd
+ * memslot in either VM (EOPNOTSUPP): private memory has no VMM mapping to
+ * read and no MMU-notifier invalidation to follow.
  */
 static int imee_check_layout(struct kvm *shell, struct kvm *target,
 			     u64 agent_gfn, u64 agent_local_gfn)
@@ -1019,6 +1034,14 @@ static int imee_check_layout(struct kvm *shell, struct kvm *target,
 
 	is = srcu_read_lock(&shell->srcu);
 	it = srcu_read_lock(&target->srcu);
+	kvm_for_each_memslot(s, bs, kvm_memslots(shell))
+		if (imee_slot_guest_memfd(s))
+			r = -EOPNOTSUPP;
+	kvm_for_each_memslot(t, bt, kvm_memslots(target))
+		if (imee_slot_guest_memfd(t))
+			r = -EOPNOTSUPP;
+	if (r)
+		goto unlock;
 	if (!imee_user_slot(gfn_to_memslot(shell, agent_local_gfn)) ||
 	    gfn_to_memslot(shell, agent_gfn))
 		r = -EINVAL;
@@ -1026,6 +1049,7 @@ static int imee_check_layout(struct kvm *shell, struct kvm *target,
 		kvm_for_each_memslot(t, bt, kvm_memslots(target))
 			if (imee_user_slot(t) && imee_overlap(s, t))
 				r = -EINVAL;
+unlock:
 	srcu_read_unlock(&target->srcu, it);
 	srcu_read_unlock(&shell->srcu, is);
 	return r;
@@ -1120,12 +1144,12 @@ static long imee_retarget(const struct imee_launch *arg, struct kvm *target)
 	struct kvm *old;
 	int r;
 
-	if (!f.file)
+	if (!fd_file(f))
 		return -EBADF;
 	r = -EBADF;
-	if (f.file->f_op != &imee_fops)
+	if (fd_file(f)->f_op != &imee_fops)
 		goto out;
-	imee = f.file->private_data;
+	imee = fd_file(f)->private_data;
 	r = -EINVAL;
 	if (target == imee->shell)
 		goto out;

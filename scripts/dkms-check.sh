@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# dkms-check.sh -- CI check: the DKMS package (dkms.conf) builds for both
+# kernel series of Debian 12.  As root on Debian 12: installs dkms and the
+# headers and sources of
+#   - 6.1:  what linux-image-amd64 depends on (e.g. 6.1.0-56-amd64),
+#   - 6.12: the newest linux-headers-6.12.*+deb12-amd64 whose package version
+#           linux-source-6.12 also has (e.g. 6.12.117+deb12-amd64),
+# then runs `dkms build -k <release>` for each in a private DKMS tree (a
+# temporary --sourcetree/--dkmstree: nothing is installed into
+# /lib/modules, nothing is left in /var/lib/dkms but DKMS's signing key,
+# which Debian's dkms creates on its first build).
+# Prints one line: dkms-check.sh: PASS|FAIL (<release>: vermagic ..., Ns; ...)
+# and exits 0 only if both built.
+#
+#   IMEE_DKMS_KERNELS  releases to build instead (space-separated)
+#   KEEP=1             keep the temporary tree (printed)
+set -uo pipefail
+
+start=$(date +%s)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+NAME=imee-kvm
+VERSION=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$REPO/dkms.conf")
+
+finish() {  # finish PASS|FAIL DETAILS
+    echo "dkms-check.sh: $1 ($2; total $(($(date +%s) - start))s wall)"
+    [ "$1" = PASS ]
+    exit $?
+}
+log() { echo "dkms-check.sh: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || finish FAIL "run as root"
+command -v apt-get >/dev/null || finish FAIL "no apt-get: Debian 12 only"
+aptq() {
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 "$@" >&2
+}
+
+log "apt-get update"
+aptq update -q || finish FAIL "apt-get update failed"
+
+if [ -n "${IMEE_DKMS_KERNELS:-}" ]; then
+    read -r -a kernels <<< "$IMEE_DKMS_KERNELS"
+else
+    k61=$(apt-cache depends linux-image-amd64 2>/dev/null |
+          awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\./ { sub(/^linux-image-/, "", $2); print $2; exit }')
+    [ -n "$k61" ] || finish FAIL "linux-image-amd64 depends on no 6.1 kernel"
+    # Newest 6.12 ABI whose headers version linux-source-6.12 has too.
+    srcvers=$(apt-cache madison linux-source-6.12 2>/dev/null | awk -F' *[|] *' '{ print $2 }')
+    k612=
+    for h in $(apt-cache pkgnames linux-headers-6.12. 2>/dev/null |
+               grep -E '^linux-headers-6\.12\.[0-9]+\+deb12-amd64$' | sort -rV); do
+        hv=$(apt-cache madison "$h" 2>/dev/null | awk -F' *[|] *' 'NR == 1 { print $2 }')
+        if [ -n "$hv" ] && grep -qxF -- "$hv" <<< "$srcvers"; then
+            k612=${h#linux-headers-}
+            break
+        fi
+    done
+    [ -n "$k612" ] || finish FAIL "no linux-headers-6.12.*+deb12-amd64 with a matching linux-source-6.12"
+    kernels=("$k61" "$k612")
+fi
+log "kernels: ${kernels[*]}"
+
+if ! command -v dkms >/dev/null; then
+    aptq install -y --no-install-recommends dkms || finish FAIL "apt-get install dkms failed"
+fi
+for k in "${kernels[@]}"; do
+    "$REPO/scripts/build-kvm-modules.sh" --deps -k "$k" ||
+        finish FAIL "$k: cannot install headers/source (build-kvm-modules.sh --deps)"
+done
+
+# The tree dkms-install.sh puts in /usr/src, in a private DKMS tree.
+tmp=$(mktemp -d /tmp/dkms-check.XXXXXX)
+[ "${KEEP:-0}" = 1 ] && log "keeping $tmp" || trap 'rm -rf "$tmp"' EXIT
+src=$tmp/src/$NAME-$VERSION
+mkdir -p "$src/scripts" "$tmp/dkms"
+cp "$REPO/dkms.conf" "$REPO/Kbuild" "$src/"
+cp -r "$REPO/kernel" "$src/kernel"
+cp "$REPO/scripts/build-kvm-modules.sh" "$src/scripts/"
+trees=(--sourcetree "$tmp/src" --dkmstree "$tmp/dkms")
+dkms add "$NAME/$VERSION" "${trees[@]}" >&2 || finish FAIL "dkms add failed"
+
+status=PASS
+details=()
+for k in "${kernels[@]}"; do
+    t0=$(date +%s)
+    if dkms build "$NAME/$VERSION" -k "$k" "${trees[@]}" >&2; then
+        t=$(($(date +%s) - t0))
+        mod=$(ls "$tmp/dkms/$NAME/$VERSION/$k"/*/module/kvm.ko* 2>/dev/null | head -n1)
+        vm=$(modinfo -F vermagic "$mod" 2>/dev/null | sed 's/ *$//')
+        ver=$(modinfo -F version "$mod" 2>/dev/null)
+        case "$vm" in
+        "$k "*) details+=("$k: vermagic '$vm', version $ver, ${t}s") ;;
+        *) status=FAIL; details+=("$k: vermagic '$vm' is not $k's, ${t}s") ;;
+        esac
+    else
+        t=$(($(date +%s) - t0))
+        status=FAIL
+        details+=("$k: dkms build failed after ${t}s")
+        tail -n 30 "$tmp/dkms/$NAME/$VERSION/build/make.log" >&2 2>/dev/null
+    fi
+done
+detail=$(printf '%s; ' "${details[@]}")
+finish "$status" "${detail%; }"
