@@ -1,5 +1,6 @@
 // syscalldmp: every entry of the guest's sys_call_table, resolved to a symbol, with entries that
-// point outside the kernel's text flagged (the mark of a hooked table).
+// point outside the kernel's text flagged (the mark of a hooked table), and whether the kernel
+// dispatches system calls through that table at all (imee::syscall_dispatch).
 #include <cstdio>
 #include <vector>
 
@@ -12,12 +13,22 @@ int main(int argc, char** argv) {
       "Dumps the guest's system call table: index, handler address, the symbol it resolves to,\n"
       "and a HOOKED flag for entries outside kernel text [_text, _etext).\n"
       "Symbols come from --symbols, or from the list the profile was built from; they may come\n"
-      "from any boot of the same kernel build (the KASLR slide is applied).",
+      "from any boot of the same kernel build (the KASLR slide is applied).\n"
+      "After the table it says whether the kernel dispatches system calls through it at all:\n"
+      "kernels with the 2024 branch-history-injection fix (6.9 and later, and backports such\n"
+      "as Debian's 6.1.192) call x64_sys_call(), a switch, not the table's entries, so a clean\n"
+      "table proves nothing there (entries outside kernel text are still flagged). Decided from\n"
+      "the guest, not its version: whether do_syscall_64's code in guest memory references\n"
+      "sys_call_table or calls x64_sys_call (code that references neither is taken as not\n"
+      "through the table); only where that code cannot be read, whether the symbol list has\n"
+      "x64_sys_call. Both of the latter are reported as not confirmed. JSON: \"dispatch\":\n"
+      "{\"through_sys_call_table\", \"via\", \"confirmed_from_code\", \"evidence\"}.",
       ""};
   return imee::tools::run_tool(argc, argv, info, [](imee::tools::Context& ctx) {
     imee::LinuxSession& s = *ctx.session;
     const imee::SymbolTable symbols = imee::boot_symbols(s, ctx.options.symbols_path);
     const std::vector<std::uint64_t> table = imee::syscall_table(s);
+    const imee::SyscallDispatch dispatch = imee::syscall_dispatch(s, symbols);
 
     const std::uint64_t text_begin = s.symbol("_text"), text_end = s.symbol("_etext");
     nlohmann::ordered_json entries = nlohmann::ordered_json::array();
@@ -57,9 +68,21 @@ int main(int argc, char** argv) {
                                {"backend", ctx.session->backend().name()},
                                {"sys_call_table", s.symbol("sys_call_table")},
                                {"entries", entries},
-                               {"outside_kernel_text", hooked}});
+                               {"outside_kernel_text", hooked},
+                               {"dispatch",
+                                {{"through_sys_call_table", dispatch.through_table},
+                                 {"via", dispatch.via},
+                                 {"confirmed_from_code", dispatch.confirmed},
+                                 {"evidence", dispatch.how_decided}}}});
     } else {
       std::printf("%zu entries, %zu outside kernel text\n", table.size(), hooked);
+      std::printf("dispatch: %s; %s%s\ndispatch evidence: %s\n", dispatch.via.c_str(),
+                  dispatch.through_table
+                      ? "this table is what the kernel indexes on every 64-bit system call"
+                      : "this table is NOT used to dispatch system calls on this kernel (tampering "
+                        "with it is still reported)",
+                  dispatch.confirmed ? "" : " [not confirmed from code]",
+                  dispatch.how_decided.c_str());
     }
   });
 }

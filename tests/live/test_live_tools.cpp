@@ -158,6 +158,7 @@ TEST_P(LiveTools, SyscalldmpMatchesTheGuestsTableAndKallsyms) {
 
   // kallsyms of this boot: address -> names.
   std::multimap<std::uint64_t, std::string> kallsyms;
+  bool has_x64_sys_call = false;
   std::ifstream ks(g.kallsyms());
   std::string line;
   while (std::getline(ks, line)) {
@@ -165,6 +166,7 @@ TEST_P(LiveTools, SyscalldmpMatchesTheGuestsTableAndKallsyms) {
     std::string a, type, name;
     f >> a >> type >> name;
     kallsyms.emplace(std::stoull(a, nullptr, 16), name);
+    has_x64_sys_call |= name == "x64_sys_call";
   }
 
   RunResult r = g.tool("syscalldmp");
@@ -185,6 +187,38 @@ TEST_P(LiveTools, SyscalldmpMatchesTheGuestsTableAndKallsyms) {
                        << ", not a kallsyms name at that address";
   }
   EXPECT_EQ(doc["entries"][0]["symbol"], "__x64_sys_read");
+
+  // Whether the kernel dispatches through the table. The oracle is the guest's own
+  // /proc/kallsyms (fetched over its channel): x64_sys_call exists exactly on kernels with the
+  // 2024 branch-history fix, which dispatch through that switch. syscalldmp must agree, and must
+  // have decided it from do_syscall_64's code in guest memory, not from the symbol list alone.
+  const json& dispatch = doc["dispatch"];
+  EXPECT_EQ(dispatch["through_sys_call_table"], !has_x64_sys_call) << dispatch.dump();
+  EXPECT_EQ(dispatch["confirmed_from_code"], true) << dispatch.dump();
+  EXPECT_EQ(dispatch["via"], has_x64_sys_call ? "x64_sys_call() switch" : "sys_call_table");
+  EXPECT_NE(dispatch["evidence"].get<std::string>().find(
+                has_x64_sys_call ? "calls x64_sys_call" : "references sys_call_table"),
+            std::string::npos)
+      << dispatch.dump();
+  // Debian's 6.1 (6.1.192) has the fix backported: the lab guest must show the case that matters.
+  EXPECT_TRUE(has_x64_sys_call) << "the lab kernel was expected to have x64_sys_call";
+}
+
+TEST_P(LiveTools, SyscalldmpTextSaysWhetherTheTableDispatches) {
+  const LabGuest g = guest();
+  std::ifstream ks(g.kallsyms());
+  bool has_x64_sys_call = false;
+  for (std::string a, type, name; ks >> a >> type && std::getline(ks >> std::ws, name);)
+    has_x64_sys_call |= name == "x64_sys_call";
+  RunResult text = g.tool("syscalldmp", "");
+  ASSERT_EQ(text.status, 0) << text.err;
+  const std::string expected =
+      has_x64_sys_call ? "\ndispatch: x64_sys_call() switch; this table is NOT used to dispatch "
+                         "system calls on this kernel (tampering with it is still reported)\n"
+                       : "\ndispatch: through sys_call_table;";
+  EXPECT_NE(text.out.find(expected), std::string::npos)
+      << text.out.substr(text.out.size() - std::min<std::size_t>(text.out.size(), 600));
+  EXPECT_NE(text.out.find("\ndispatch evidence: do_syscall_64 ("), std::string::npos);
 }
 
 TEST_P(LiveTools, TextOutputListsTheSameTasks) {
