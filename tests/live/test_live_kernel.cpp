@@ -106,6 +106,10 @@ TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
   KernelVm vm = g.lab.kernel_vm();
   vm.read_target_cr3 = true;  // the opt-in
   KernelBackend imee(g.ram(), g.session->agent_home(), vm);
+  // The CR3 is cached at the target vCPU's VM exits while an ImEE exists; an idle guest's vCPU
+  // may sleep in HLT since before this one (its CR3 then reported stale). A word on the guest's
+  // channel makes it run, and exit, now.
+  EXPECT_TRUE(g.lab.query("ping cr3").starts_with("pong cr3"));
   ASSERT_TRUE(imee.read(g.session->kernel_space(), g.session->symbol("linux_banner"), buf).ok());
   const KernelBackend::TargetVcpu vcpu = imee.target_vcpu();
   EXPECT_TRUE(vcpu.long_mode);
