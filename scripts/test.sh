@@ -11,6 +11,9 @@ build=${BUILD_DIR:-$repo/build}
 
 ctest_in() { (cd "$1" && ctest --output-on-failure -j2 --timeout 900); }
 
+echo "== libimee's layers (no include cycle, no upward include)"
+python3 "$repo/scripts/check-layers.py" || exit 1
+
 echo "== build"
 BUILD_DIR=$build "$repo/scripts/build.sh" || exit 1
 echo "== kernel lab started in the background (our kvm modules under emulated VT-x; log $build/kernel-lab.log)"
