@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
   # build
-  cmake g++ make pkg-config clang-format
+  cmake g++ make pkg-config clang-format python3
   libgtest-dev libbpf-dev liblzma-dev zlib1g-dev libzstd-dev nlohmann-json3-dev
   # lab guest: Debian's kernel is fetched with apt-get download; QEMU boots it under TCG
   qemu-system-x86 busybox-static cpio gzip libc6-dev
