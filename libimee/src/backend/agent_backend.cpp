@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <iterator>
 
 #include "agent_core.hpp"
 
@@ -276,36 +277,26 @@ void AgentCore::read_batch(std::span<ReadRequest> requests) {
   count(requests, reread);
 }
 
-// Every request once: by the ImEE, or re-read for its first reason (refused ones: neither).
+// Every request once: by the ImEE, or re-read for its first reason. A request refused by the
+// range check has an error status and no reason: neither.
 void AgentCore::count(std::span<const ReadRequest> requests, const std::vector<Reread>& reread) {
+  // The counter of each Reread, in the enum's order.
+  static constexpr std::uint64_t BackendStats::*kByReason[] = {nullptr,
+                                                               &BackendStats::reread_fault,
+                                                               &BackendStats::reread_accessed_bit,
+                                                               &BackendStats::reread_blind_spot,
+                                                               &BackendStats::reread_no_la57,
+                                                               &BackendStats::reread_paging_feature,
+                                                               &BackendStats::reread_agent_failed};
+  static_assert(std::size(kByReason) == static_cast<std::size_t>(Reread::kAgentFailed) + 1);
   BackendStats& s = shell_.stats;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     if (reread[i] == Reread::kNone) {
-      if (check_range(requests[i].va, requests[i].dst.size())) ++s.imee_reads;
+      s.imee_reads += requests[i].status.ok();
       continue;
     }
     ++s.software_rereads;
-    switch (reread[i]) {
-      case Reread::kFault:
-        ++s.reread_fault;
-        break;
-      case Reread::kAccessedBit:
-        ++s.reread_accessed_bit;
-        break;
-      case Reread::kBlindSpot:
-        ++s.reread_blind_spot;
-        break;
-      case Reread::kNoLa57:
-        ++s.reread_no_la57;
-        break;
-      case Reread::kPagingFeature:
-        ++s.reread_paging_feature;
-        break;
-      case Reread::kAgentFailed:
-      case Reread::kNone:
-        ++s.reread_agent_failed;
-        break;
-    }
+    ++(s.*kByReason[static_cast<std::size_t>(reread[i])]);
   }
 }
 
