@@ -138,6 +138,7 @@ struct imee {
 	unsigned int repeats;
 	u64 run_ept_violations;		/* exits of the current activation */
 	u64 run_exceptions;
+	u64 run_exit_reasons[IMEE_EXIT_REASONS];
 	bool exceptions_intercepted;
 	struct imee_stats stats;	/* counters since launch */
 	unsigned long vcpu_mask[BITS_TO_LONGS(KVM_MAX_VCPUS)]; /* vcpu only */
@@ -230,6 +231,21 @@ static struct imee *imee_running(struct kvm_vcpu *vcpu)
 }
 
 /* ------------------------------------------------------------ exits */
+
+/*
+ * From vmx_vcpu_run() after every VM exit of any VM while an ImEE exists
+ * (before KVM handles it, fastpath exits included): count the exits of a
+ * running activation by reason.  Only the runner's task, inside
+ * kvm_arch_vcpu_ioctl_run() under vcpu->mutex, writes run_exit_reasons.
+ */
+void kvm_imee_vcpu_exit(struct kvm_vcpu *vcpu, u32 reason)
+{
+	struct imee *imee = imee_running(vcpu);
+
+	if (imee && reason < IMEE_EXIT_REASONS)
+		imee->run_exit_reasons[reason]++;
+}
+EXPORT_SYMBOL_GPL(kvm_imee_vcpu_exit);
 
 /*
  * From vmx_load_mmu_pgd(), whenever the vCPU (re)loads its EPT pointer
@@ -758,6 +774,7 @@ static void imee_report(struct imee *imee, long r, struct imee_activate *out)
 static void imee_count(struct imee *imee, const struct imee_activate *a)
 {
 	struct imee_stats *s = &imee->stats;
+	int i;
 
 	spin_lock(&imee->mmu_lock);
 	s->activations++;
@@ -766,6 +783,9 @@ static void imee_count(struct imee *imee, const struct imee_activate *a)
 	s->exits_exception += a->exits_exception;
 	s->exits_interrupt += a->exits_interrupt;
 	s->exits_other += a->exits_other;
+	for (i = 0; i < IMEE_EXIT_REASONS; i++)
+		s->exit_reasons[i] += imee->run_exit_reasons[i];
+	memset(imee->run_exit_reasons, 0, sizeof(imee->run_exit_reasons));
 	if (a->status < ARRAY_SIZE(s->results))
 		s->results[a->status]++;
 	if (a->status == IMEE_RESULT_FAULT) {
@@ -1246,7 +1266,8 @@ static long imee_query(struct imee_query __user *uarg)
 		.magic = IMEE_MAGIC,
 		.features = IMEE_FEATURE_RETARGET |
 			    IMEE_FEATURE_READ_TARGET_CR3 | IMEE_FEATURE_STATS |
-			    IMEE_FEATURE_EXIT_COUNTS | IMEE_FEATURE_MEMLOCK,
+			    IMEE_FEATURE_EXIT_COUNTS | IMEE_FEATURE_MEMLOCK |
+			    IMEE_FEATURE_EXIT_REASONS,
 		.max_gpa = (IMEE_EPT_MAX_GFN + 1) << PAGE_SHIFT,
 	};
 	if (imee_host_supported())

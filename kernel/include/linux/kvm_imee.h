@@ -90,4 +90,7 @@ int kvm_imee_exception(struct kvm_vcpu *vcpu, u32 vector, bool has_error,
 		       u32 error_code, u64 cr2);
 int kvm_imee_unexpected_exit(struct kvm_vcpu *vcpu, u32 reason, u64 gpa);
 
+/* vmx_vcpu_run(), every exit while an ImEE exists: counts by reason. */
+void kvm_imee_vcpu_exit(struct kvm_vcpu *vcpu, u32 reason);
+
 #endif /* __LINUX_KVM_IMEE_H */

@@ -49,7 +49,13 @@ struct BackendStats {
                 exits_other = 0;
   std::uint64_t fault_activations = 0;
   std::array<std::uint64_t, 32> exception_vectors{};
+  // The same exits by VMX basic exit reason (index; SDM Vol. 3C Appendix C), e.g. 1 external
+  // interrupt, 40 PAUSE (pause-loop exiting), 48 EPT violation.
+  std::array<std::uint64_t, 80> exit_reasons{};
 };
+
+// "1 external interrupt: 12, 40 PAUSE: 3" for the nonzero entries of exit_reasons.
+std::string exit_reasons_text(const BackendStats& stats);
 
 // "N reads by the ImEE, M re-read by software (by reason)": who answered, in one line.
 std::string who_answered(const BackendStats& stats);

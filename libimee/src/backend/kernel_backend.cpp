@@ -135,6 +135,8 @@ void KernelImeeRunner::add_stats(BackendStats& stats) const {
   stats.fault_activations = k.results[IMEE_RESULT_FAULT];
   std::copy(std::begin(k.fault_vectors), std::end(k.fault_vectors),
             stats.exception_vectors.begin());
+  static_assert(IMEE_EXIT_REASONS == std::tuple_size_v<decltype(stats.exit_reasons)>);
+  std::copy(std::begin(k.exit_reasons), std::end(k.exit_reasons), stats.exit_reasons.begin());
 }
 
 KernelBackend::TargetVcpu KernelImeeRunner::target_vcpu() const {

@@ -22,6 +22,41 @@ std::string who_answered(const BackendStats& s) {
   return line;
 }
 
+std::string exit_reasons_text(const BackendStats& s) {
+  // the reasons an ImEE vCPU can meet (SDM Vol. 3C, Appendix C); others by number only
+  auto name = [](std::size_t reason) -> const char* {
+    switch (reason) {
+      case 0:
+        return "exception or NMI";
+      case 1:
+        return "external interrupt";
+      case 7:
+        return "interrupt window";
+      case 12:
+        return "HLT";
+      case 40:
+        return "PAUSE";
+      case 48:
+        return "EPT violation";
+      case 49:
+        return "EPT misconfiguration";
+      case 52:
+        return "preemption timer";
+      default:
+        return nullptr;
+    }
+  };
+  std::string out;
+  for (std::size_t reason = 0; reason < s.exit_reasons.size(); ++reason) {
+    if (s.exit_reasons[reason] == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(reason);
+    if (const char* n = name(reason)) out += std::string(" ") + n;
+    out += ": " + std::to_string(s.exit_reasons[reason]);
+  }
+  return out.empty() ? "none" : out;
+}
+
 Status check_range(std::uint64_t va, std::size_t len) {
   if (len > kMaxReadLength || (len > 0 && va + (len - 1) < va))
     return Error{Fault::kBadLength, va, 0, 0};

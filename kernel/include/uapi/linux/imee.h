@@ -168,6 +168,12 @@ struct imee_activate {
 };
 
 /*
+ * VMX basic exit reasons 0 .. IMEE_EXIT_REASONS - 1 (SDM Vol. 3C,
+ * Appendix C): an exit of a higher reason is counted in exits only.
+ */
+#define IMEE_EXIT_REASONS	80
+
+/*
  * IMEE_GET_STATS on an ImEE fd: counters since IMEE_LAUNCH (a retarget
  * keeps them).  In: version, flags (0), reserved (0).  Exit and result
  * counters are added when an activation ends; the others are live.
@@ -194,6 +200,8 @@ struct imee_stats {
 	__u64 pinned_pages;	/* shell pages pinned now (RLIMIT_MEMLOCK) */
 	__u64 ept_pages;	/* EPT table pages now (root included) */
 	__u64 reserved[2];	/* out: 0 */
+	/* exits of the activations by VMX basic exit reason (index) */
+	__u64 exit_reasons[IMEE_EXIT_REASONS];
 };
 
 /*
@@ -211,6 +219,7 @@ struct imee_stats {
 #define IMEE_FEATURE_STATS		(1ULL << 3) /* IMEE_GET_STATS */
 #define IMEE_FEATURE_EXIT_COUNTS	(1ULL << 4) /* imee_activate.exits_* */
 #define IMEE_FEATURE_MEMLOCK		(1ULL << 5) /* pins: RLIMIT_MEMLOCK */
+#define IMEE_FEATURE_EXIT_REASONS	(1ULL << 6) /* imee_stats.exit_reasons */
 
 struct imee_query {
 	__u32 version;		/* out: the kernel's IMEE_VERSION (in: ignored) */
@@ -234,12 +243,12 @@ struct imee_query {
 #if defined(__cplusplus) && __cplusplus >= 201103L
 static_assert(sizeof(struct imee_launch) == 64, "ImEE ABI");
 static_assert(sizeof(struct imee_activate) == 128, "ImEE ABI");
-static_assert(sizeof(struct imee_stats) == 512, "ImEE ABI");
+static_assert(sizeof(struct imee_stats) == 1152, "ImEE ABI");
 static_assert(sizeof(struct imee_query) == 64, "ImEE ABI");
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct imee_launch) == 64, "ImEE ABI");
 _Static_assert(sizeof(struct imee_activate) == 128, "ImEE ABI");
-_Static_assert(sizeof(struct imee_stats) == 512, "ImEE ABI");
+_Static_assert(sizeof(struct imee_stats) == 1152, "ImEE ABI");
 _Static_assert(sizeof(struct imee_query) == 64, "ImEE ABI");
 #endif
 
