@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
 # dkms-check.sh -- CI check: the DKMS package (dkms.conf) builds for both
 # kernel series of Debian 12.  As root on Debian 12: installs dkms and the
-# headers and sources of
-#   - 6.1:  what linux-image-amd64 depends on (e.g. 6.1.0-56-amd64),
-#   - 6.12: the newest linux-headers-6.12.*+deb12-amd64 whose package version
-#           linux-source-6.12 also has (e.g. 6.12.117+deb12-amd64),
-# then runs `dkms build -k <release>` for each in a private DKMS tree (a
+# headers and sources of the 6.1 and 6.12 releases scripts/debian-kernels.sh
+# names, then runs `dkms build -k <release>` for each in a private DKMS tree (a
 # temporary --sourcetree/--dkmstree: nothing is installed into
 # /lib/modules, nothing is left in /var/lib/dkms but DKMS's signing key,
 # which Debian's dkms creates on its first build).
@@ -41,22 +38,8 @@ aptq update -q || finish FAIL "apt-get update failed"
 if [ -n "${IMEE_DKMS_KERNELS:-}" ]; then
     read -r -a kernels <<< "$IMEE_DKMS_KERNELS"
 else
-    k61=$(apt-cache depends linux-image-amd64 2>/dev/null |
-          awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\./ { sub(/^linux-image-/, "", $2); print $2; exit }')
-    [ -n "$k61" ] || finish FAIL "linux-image-amd64 depends on no 6.1 kernel"
-    # Newest 6.12 ABI whose headers version linux-source-6.12 has too.
-    srcvers=$(apt-cache madison linux-source-6.12 2>/dev/null | awk -F' *[|] *' '{ print $2 }')
-    k612=
-    for h in $(apt-cache pkgnames linux-headers-6.12. 2>/dev/null |
-               grep -E '^linux-headers-6\.12\.[0-9]+\+deb12-amd64$' | sort -rV); do
-        hv=$(apt-cache madison "$h" 2>/dev/null | awk -F' *[|] *' 'NR == 1 { print $2 }')
-        if [ -n "$hv" ] && grep -qxF -- "$hv" <<< "$srcvers"; then
-            k612=${h#linux-headers-}
-            break
-        fi
-    done
-    [ -n "$k612" ] || finish FAIL "no linux-headers-6.12.*+deb12-amd64 with a matching linux-source-6.12"
-    kernels=("$k61" "$k612")
+    mapfile -t kernels < <("$REPO/scripts/debian-kernels.sh")
+    [ ${#kernels[@]} -eq 2 ] || finish FAIL "no kernel releases (scripts/debian-kernels.sh)"
 fi
 log "kernels: ${kernels[*]}"
 

@@ -9,6 +9,9 @@
 #   BUILD_DIR            CMake build directory with the tools (argument, or IMEE_BUILD_DIR,
 #                        default build/); built here first (nothing to do when it is up to date)
 #   KERNEL_LAB_DIR       the lab's output directory (default build/vtx-lab)
+#   LAB_KERNEL_PKG       Debian kernel package of L1 (and of the L2 guests), e.g.
+#                        linux-image-6.12.117+deb12-amd64; our modules are built for it
+#                        (default: what linux-image-amd64 depends on)
 #   VTX_TIMEOUT          wall seconds for the Bochs run (default 3600)
 #   VTX_*                other knobs of tests/vtx-lab/build-vtx-lab.sh and run-vtx-lab.sh
 set -uo pipefail
@@ -29,13 +32,22 @@ phase_done() {  # phase_done NAME: record the wall time since the previous phase
 finish() {  # finish PASS|FAIL [WHY]: the summary line, and the exit status
   local phases
   phases=$(printf '%s, ' "${times[@]}")
-  echo "kernel-lab.sh: $1${2:+ ($2)}; ${phases}total $(($(date +%s) - start))s wall"
+  echo "kernel-lab.sh: $1 on L1 ${l1_pkg#linux-image-}${2:+ ($2)}; ${phases}total $(($(date +%s) - start))s wall"
   [[ $1 == PASS ]]
   exit $?
 }
+# L1's kernel, also L2's: LAB_KERNEL_PKG, else what linux-image-amd64 depends on (as
+# tests/lab/build-lab.sh picks it), whatever kernel this host runs
+l1_pkg=${LAB_KERNEL_PKG:-$(apt-cache depends linux-image-amd64 2>/dev/null |
+  awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')}
+[[ -n $l1_pkg ]] || { l1_pkg=unknown; finish FAIL "cannot resolve L1's kernel package (set LAB_KERNEL_PKG)"; }
+export LAB_KERNEL_PKG=$l1_pkg
 
 echo "kernel-lab.sh: build tools ($build)"
-{ "$repo/scripts/install-deps.sh" && BUILD_DIR=$build "$repo/scripts/build.sh"; } || finish FAIL "tools build failed"
+# one build at a time in BUILD_DIR: scripts/test.sh runs a lab per kernel series side by side
+{ "$repo/scripts/install-deps.sh" && mkdir -p "$build" &&
+  flock "$build/.kernel-lab-build.lock" env BUILD_DIR="$build" "$repo/scripts/build.sh"; } ||
+  finish FAIL "tools build failed"
 bins=()
 for b in tools/pidlist tools/pslist tools/credlist tools/syscalldmp tests/imee_kernel_tests tests/imee_kvm_tests tests/imee_live_tests; do
   [[ -x $build/$b ]] || finish FAIL "no $build/$b"
@@ -45,11 +57,6 @@ phase_done tools
 
 echo "kernel-lab.sh: build kvm modules"
 # default output: build/kvm-modules/<kernel release>; the last lines name the modules
-# for L1's kernel: the lab's (LAB_KERNEL_PKG, else what linux-image-amd64 depends on, as
-# tests/lab/build-lab.sh picks it), whatever kernel this host runs
-l1_pkg=${LAB_KERNEL_PKG:-$(apt-cache depends linux-image-amd64 2>/dev/null |
-  awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')}
-[[ -n $l1_pkg ]] || finish FAIL "cannot resolve L1's kernel package (set LAB_KERNEL_PKG)"
 modout=$(IMEE_KVER=${l1_pkg#linux-image-} "$repo/scripts/build-kvm-modules.sh") ||
   finish FAIL "kvm module build failed"
 echo "$modout"

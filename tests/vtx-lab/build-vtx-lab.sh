@@ -91,8 +91,8 @@ have gcc || need_pkgs+=(gcc libc6-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     [ "${VTX_NO_INSTALL:-0}" = 1 ] && die "missing packages: ${need_pkgs[*]}"
     say "installing ${need_pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >&2 ||
-        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >&2; } ||
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends "${need_pkgs[@]}" >&2 ||
+        { apt-get -o DPkg::Lock::Timeout=900 update >&2 && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends "${need_pkgs[@]}" >&2; } ||
         die "apt-get install ${need_pkgs[*]} failed"
 fi
 
@@ -102,10 +102,13 @@ KPKG=$(cat "$LABDIR/kernel.version")
 KVER=${KPKG#linux-image-}
 
 # ---------------------------------------------------------------- stock modules (cached)
-# KVM's, and zram's: swap in L1 for the tests that have a target's pages swapped out
+# KVM's, and zram's (swap in L1 for the tests that have a target's pages swapped out), each with
+# the modules it depends on (read from its .modinfo: 6.1's zram needs zsmalloc.ko, 6.12's the lz4
+# compressors, zsmalloc being built in), uncompressed (6.12 ships .ko.xz). swap.order lists the
+# swap modules in load order.
 STOCK=$CACHE/$KPKG-kvm
 if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/irqbypass.ko" ] ||
-    [ ! -s "$STOCK/zram.ko" ]; then
+    [ ! -s "$STOCK/swap.order" ]; then
     say "fetching KVM and zram modules of $KPKG"
     tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
     chmod 755 "$tmp"   # apt's _apt user must be able to write the .deb
@@ -114,13 +117,31 @@ if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/
     (cd "$tmp" && apt-get download "$KPKG" >&2) || die "apt-get download $KPKG failed"
     debs=("$tmp"/*.deb)
     mkdir -p "$tmp/x"
-    dpkg-deb --fsys-tarfile "${debs[0]}" | tar -x -C "$tmp/x" --wildcards \
-        "./lib/modules/$KVER/kernel/arch/x86/kvm/*" "./lib/modules/$KVER/kernel/virt/lib/irqbypass.ko" \
-        "./lib/modules/$KVER/kernel/drivers/block/zram/zram.ko" "./lib/modules/$KVER/kernel/mm/zsmalloc.ko"
+    dpkg-deb --fsys-tarfile "${debs[0]}" | tar -x -C "$tmp/x" --wildcards "./lib/modules/$KVER/kernel/*"
     m=$tmp/x/lib/modules/$KVER/kernel
     rm -rf "$STOCK" "$STOCK.tmp"; mkdir -p "$STOCK.tmp"
-    cp "$m/arch/x86/kvm/kvm.ko" "$m/arch/x86/kvm/kvm-intel.ko" "$m/virt/lib/irqbypass.ko" \
-        "$m/drivers/block/zram/zram.ko" "$m/mm/zsmalloc.ko" "$STOCK.tmp/"
+    order=()
+    # take_module NAME: NAME.ko (uncompressed) into STOCK.tmp after the modules it depends on
+    take_module() {
+        local name=${1//-/_} f dep
+        [[ " ${order[*]} " == *" $name "* ]] && return 0
+        f=$(find "$m" -regextype posix-extended -regex ".*/${name//_/[-_]}\.ko(\.xz|\.zst)?" | head -n1)
+        [ -n "$f" ] || die "$KPKG has no module $name"
+        case $f in
+        *.xz) xz -dc "$f" > "$STOCK.tmp/$name.ko" ;;
+        *.zst) zstd -qdc "$f" > "$STOCK.tmp/$name.ko" ;;
+        *) cp "$f" "$STOCK.tmp/$name.ko" ;;
+        esac
+        for dep in $(strings -a "$STOCK.tmp/$name.ko" | sed -n 's/^depends=//p' | head -n1 | tr , ' '); do
+            take_module "$dep"
+        done
+        order+=("$name")
+    }
+    take_module kvm_intel
+    mv "$STOCK.tmp/kvm_intel.ko" "$STOCK.tmp/kvm-intel.ko"
+    order=()
+    take_module zram
+    printf '%s\n' "${order[@]}" > "$STOCK.tmp/swap.order"
     mv "$STOCK.tmp" "$STOCK"
     rm -rf "$tmp"; trap - EXIT
 fi
@@ -134,17 +155,26 @@ done
 
 # ---------------------------------------------------------------- L2's kernel as an ELF (cached)
 # QEMU boots L2 from the uncompressed vmlinux (PVH entry, CONFIG_PVH): L2 then does not spend
-# Bochs time xz-decoding its bzImage, nor do the tools in L1 when they read its BTF. The xz
-# payload of the bzImage is the vmlinux.
+# Bochs time decompressing its bzImage, nor do the tools in L1 when they read its BTF. The
+# bzImage's payload (boot protocol: payload_offset at 0x248 and payload_length at 0x24c, from
+# the protected-mode code after the setup sectors; the last 4 bytes are the uncompressed size)
+# is the vmlinux, xz-compressed by Debian's 6.1 and zstd-compressed by its 6.12.
 VMLINUX=$CACHE/$KPKG-vmlinux-$(md5sum < "$LABDIR/vmlinuz" | cut -c1-12)
 if [ ! -s "$VMLINUX" ]; then
-    off=$(LC_ALL=C grep -m1 -obUaP '\xfd7zXZ\x00' "$LABDIR/vmlinuz" | head -n1 | cut -d: -f1)
-    [ -n "$off" ] || die "$LABDIR/vmlinuz: no xz payload (not an xz-compressed bzImage?)"
-    # a file, not a pipe: xz stops before the bzImage's trailing bytes, which would SIGPIPE tail
-    tail -c +$((off + 1)) "$LABDIR/vmlinuz" > "$VMLINUX.xz"
-    xz -dc --single-stream "$VMLINUX.xz" > "$VMLINUX.tmp" ||
-        die "$LABDIR/vmlinuz: its xz payload does not decompress"
-    rm -f "$VMLINUX.xz"
+    u32() { od -An -tu4 -j "$1" -N4 "$LABDIR/vmlinuz" | tr -d ' '; }
+    setup_sects=$(od -An -tu1 -j $((0x1f1)) -N1 "$LABDIR/vmlinuz" | tr -d ' ')
+    [ "$setup_sects" != 0 ] || setup_sects=4
+    payload_start=$(( (setup_sects + 1) * 512 + $(u32 $((0x248))) ))
+    payload_len=$(u32 $((0x24c)))
+    # a file, not a pipe into head: head's early exit would SIGPIPE tail
+    tail -c +$((payload_start + 1)) "$LABDIR/vmlinuz" > "$VMLINUX.z"
+    truncate -s $((payload_len - 4)) "$VMLINUX.z"
+    case $(od -An -tx1 -N4 "$VMLINUX.z" | tr -d ' ') in
+    fd377a58) xz -dc --single-stream "$VMLINUX.z" > "$VMLINUX.tmp" ;;
+    28b52ffd) zstd -qdc "$VMLINUX.z" > "$VMLINUX.tmp" ;;
+    *) die "$LABDIR/vmlinuz: payload neither xz nor zstd" ;;
+    esac || die "$LABDIR/vmlinuz: its payload does not decompress"
+    rm -f "$VMLINUX.z"
     [ "$(head -c 4 "$VMLINUX.tmp")" = $'\177ELF' ] || die "$LABDIR/vmlinuz: its payload is not an ELF"
     mv "$VMLINUX.tmp" "$VMLINUX"
 fi
@@ -178,7 +208,7 @@ fi
 # ---------------------------------------------------------------- L1 initramfs
 QEMU=/usr/bin/qemu-system-x86_64
 inputs=("$0" "$HERE/l1/init" "$VMLINUX" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
-        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$STOCK/zram.ko" "$QEMU" /bin/busybox "$KALLSYMS")
+        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$STOCK/swap.order" "$QEMU" /bin/busybox "$KALLSYMS")
 # shellcheck disable=SC2206  # space-separated lists by design
 inputs+=($BINARIES $DATA_FILES)
 while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type f -print0)
@@ -217,8 +247,11 @@ if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
     cp "$IRQBYPASS" "$S/lib/modules/kvm/01-irqbypass.ko"
     cp "$MODDIR/kvm.ko" "$S/lib/modules/kvm/02-kvm.ko"
     cp "$MODDIR/kvm-intel.ko" "$S/lib/modules/kvm/03-kvm-intel.ko"
-    cp "$STOCK/zsmalloc.ko" "$S/lib/modules/swap/01-zsmalloc.ko"
-    cp "$STOCK/zram.ko" "$S/lib/modules/swap/02-zram.ko"
+    i=0
+    while read -r mod; do
+        i=$((i + 1))
+        cp "$STOCK/$mod.ko" "$S/lib/modules/swap/$(printf %02d $i)-$mod.ko"
+    done < "$STOCK/swap.order"
     # QEMU + its shared libraries at their host paths
     cp "$QEMU" "$S/usr/bin/"
     copy_libs "$QEMU" "$S"

@@ -21,6 +21,7 @@ flock -n 8 || die "another run uses $OUT"
 LOG=$OUT/com1.log
 rm -f "$LOG" "$OUT/bochs.log" "$OUT/bochs.out"
 : > "$LOG"
+: > "$OUT/bochs.out"   # exists before Bochs starts: the pty search below reads it at once
 
 start=$(date +%s)
 # term GUI needs a terminal type; its screen output is not needed (the console is COM1)
