@@ -26,7 +26,7 @@ std::string write_file(const std::string& name, const std::string& content) {
 }
 
 TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
-  const LabGuest g = LabGuest::get(4);
+  const LabGuest g = LabGuest::first();
   // Make sure the real profile exists (built from the kernel and kallsyms on first use).
   ASSERT_EQ(g.tool("pidlist").status, 0);
   std::string good_profile;
@@ -65,8 +65,8 @@ TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
       {"incomplete profile", ram + " --profile " + incomplete, 1, "task_struct.pid"},
       {"missing kernel", ram + " --kernel /nonexistent/vmlinuz --symbols " + g.kallsyms(), 1,
        "/nonexistent/vmlinuz"},
-      {"symbols are not symbols", ram + " --kernel " + LabGuest::kernel() + " --symbols " + corrupt,
-       1, "imee-corrupt.json"},
+      {"symbols are not symbols", ram + " --kernel " + g.kernel + " --symbols " + corrupt, 1,
+       "imee-corrupt.json"},
       {"unknown backend", ram + " --profile " + g.profile() + " --backend warp", 1,
        "unknown backend"},
       {"unknown machine", ram + " --machine vax --profile " + g.profile(), 2,
