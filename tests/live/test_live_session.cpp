@@ -1,6 +1,7 @@
 // libimee on the live lab guests: finding the kernel without help (KASLR, paging mode), typed
 // errors for wild reads, and clear errors for bad input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -102,7 +103,8 @@ TEST_P(LiveSession, UserSpaceOfAProcessTranslates) {
 }
 
 TEST_P(LiveSession, TruncatedDumpIsRefusedClearly) {
-  const fs::path dump = fs::temp_directory_path() / ("imee-truncated-" + GetParam().test_name());
+  const fs::path dump = fs::temp_directory_path() / ("imee-truncated-" + std::to_string(getpid()) +
+                                                     "-" + GetParam().test_name());
   {
     std::ifstream in(guest_.ram(), std::ios::binary);
     std::ofstream out(dump, std::ios::binary);
