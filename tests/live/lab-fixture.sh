@@ -20,12 +20,15 @@ start)
   build612=${4:?BUILD612 missing}
   pkg612=${5:?PKG612 missing}
   # Both builds first (one at a time: they share LAB_CACHE_DIR when it is set), then all boots.
+  # Each boot's own build-lab.sh is then a no-op, told the package (no apt-cache: slow on a busy
+  # machine, and the two 6.1 boots would wait for each other's on BUILD's lock).
   "$lab/build-lab.sh" "$build"
+  pkg=$(cat "$build/kernel.version")
   LAB_KERNEL_PKG=$pkg612 "$lab/build-lab.sh" "$build612"
   for g in "${guests[@]}"; do "$lab/lab.sh" stop "$root/$g" >/dev/null 2>&1 || true; done
   pids=()
-  LAB_BUILD_DIR=$build "$lab/lab.sh" start "$root/l4" --levels 4 & pids+=($!)
-  LAB_BUILD_DIR=$build "$lab/lab.sh" start "$root/l5" --levels 5 & pids+=($!)
+  LAB_BUILD_DIR=$build LAB_KERNEL_PKG=$pkg "$lab/lab.sh" start "$root/l4" --levels 4 & pids+=($!)
+  LAB_BUILD_DIR=$build LAB_KERNEL_PKG=$pkg "$lab/lab.sh" start "$root/l5" --levels 5 & pids+=($!)
   LAB_BUILD_DIR=$build612 LAB_KERNEL_PKG=$pkg612 "$lab/lab.sh" start "$root/k612" --levels 4 & pids+=($!)
   status=0
   for p in "${pids[@]}"; do wait "$p" || status=1; done
