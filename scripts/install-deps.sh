@@ -8,8 +8,8 @@ packages=(
   libgtest-dev libbpf-dev liblzma-dev zlib1g-dev libzstd-dev nlohmann-json3-dev
   # lab guest: Debian's kernel is fetched with apt-get download; QEMU boots it under TCG
   qemu-system-x86 busybox-static cpio gzip libc6-dev
-  # test oracle for BTF offsets; libFuzzer
-  dwarves clang libclang-rt-14-dev
+  # test oracles for BTF offsets (pahole) and kernel payloads (xz, zstd); libFuzzer
+  dwarves xz-utils zstd clang libclang-rt-14-dev
 )
 
 missing=()

@@ -62,7 +62,18 @@ if [ ! -s "$KIMG" ]; then
     deb=${debs[0]}
     [ -f "$deb" ] || die "apt-get download $KPKG produced no .deb"
     mkdir -p "$tmp/x"
-    dpkg-deb -x "$deb" "$tmp/x"
+    # Only boot/ is needed (the guest loads no modules). It comes first in the package's data:
+    # tar stops once it has the kernel and its config (--occurrence), and dpkg-deb then dies of
+    # SIGPIPE without unpacking the modules (0.5 s instead of 12-60 s for 6.12's 107 MB). If tar
+    # did not get both whole, unpack everything instead.
+    tar_status=0
+    { dpkg-deb --fsys-tarfile "$deb" 2>/dev/null || true; } |
+        tar -x -C "$tmp/x" --occurrence=1 "./boot/vmlinuz-$KVER" "./boot/config-$KVER" 2>/dev/null ||
+        tar_status=$?
+    if [ "$tar_status" != 0 ]; then
+        rm -rf "$tmp/x" && mkdir -p "$tmp/x"
+        dpkg-deb -x "$deb" "$tmp/x"
+    fi
     [ -s "$tmp/x/boot/vmlinuz-$KVER" ] || die "$deb has no boot/vmlinuz-$KVER"
     rm -rf "$KDIR"
     mkdir -p "$KDIR/boot"

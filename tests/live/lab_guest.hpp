@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,31 +32,72 @@ struct TruthTask {
   friend bool operator==(const TruthTask&, const TruthTask&) = default;
 };
 
+// One lab guest: where it runs, how it pages, which kernel it booted.
 struct LabGuest {
-  std::string dir;  // lab.sh run directory
-  int levels = 0;   // paging levels the guest was booted with
+  std::string dir;     // lab.sh run directory
+  int levels = 0;      // paging levels the guest was booted with
+  std::string kernel;  // the kernel image (vmlinuz) it booted: BTF and banner for its profile
 
   static std::string root() { return env_or("IMEE_LAB_ROOT", IMEE_LAB_ROOT); }
   static std::string script() { return env_or("IMEE_LAB_SCRIPT", IMEE_LAB_SCRIPT); }
-  static std::string kernel() { return env_or("IMEE_LAB_KERNEL", IMEE_LAB_KERNEL); }
   static std::string tools() { return env_or("IMEE_TOOLS_DIR", IMEE_TOOLS_DIR); }
 
   // Backend the tools run with (IMEE_TOOL_BACKEND; the VT-x lab sets "kernel").
   static std::string backend() { return env_or("IMEE_TOOL_BACKEND", "soft"); }
-  // Which guests to test (IMEE_LAB_LEVELS: "4,5" by default; the VT-x lab has one 4-level L2).
-  static std::vector<int> all_levels() {
-    std::vector<int> out;
-    std::istringstream in(env_or("IMEE_LAB_LEVELS", "4,5"));
-    for (std::string level; std::getline(in, level, ',');) out.push_back(std::stoi(level));
+
+  // The guests to test, in order; the first is the one tests that need only one guest use.
+  //  - IMEE_LAB_GUESTS: "DIR:LEVELS[:KERNEL],...", DIR under root(), KERNEL defaulting to
+  //    IMEE_LAB_KERNEL's; by default the ctest fixture's three guests (tests/CMakeLists.txt):
+  //    Debian 12's 6.1 with 4- and 5-level paging, its 6.12 with 4-level paging.
+  //  - IMEE_LAB_LEVELS ("4" in the VT-x lab, whose one L2 runs at /run/lab/l4) when
+  //    IMEE_LAB_GUESTS is not set: guests root()/lN, N levels, all of them IMEE_LAB_KERNEL.
+  static std::vector<LabGuest> all() {
+    const std::string default_kernel = env_or("IMEE_LAB_KERNEL", IMEE_LAB_KERNEL);
+    std::string spec = env_or("IMEE_LAB_GUESTS", "");
+    if (spec.empty()) {
+      const std::string levels = env_or("IMEE_LAB_LEVELS", "");
+      if (levels.empty()) {
+        spec = IMEE_LAB_GUESTS;
+      } else {
+        std::istringstream in(levels);
+        for (std::string level; std::getline(in, level, ',');)
+          spec += (spec.empty() ? "l" : ",l") + level + ":" + level;
+      }
+    }
+    std::vector<LabGuest> out;
+    std::istringstream in(spec);
+    for (std::string entry; std::getline(in, entry, ',');) {
+      std::istringstream fields(entry);
+      std::string dir, levels, kernel;
+      std::getline(fields, dir, ':');
+      std::getline(fields, levels, ':');
+      std::getline(fields, kernel);
+      if (dir.empty() || (levels != "4" && levels != "5"))
+        throw std::invalid_argument("bad lab guest '" + entry + "' (DIR:LEVELS[:KERNEL])");
+      out.push_back(
+          {root() + "/" + dir, std::stoi(levels), kernel.empty() ? default_kernel : kernel});
+    }
+    if (out.empty()) throw std::invalid_argument("no lab guests in '" + spec + "'");
     return out;
+  }
+  static LabGuest first() { return all().front(); }
+
+  // The name of a parameterised test's instance: "4level" and "5level" for the guests in run
+  // directories l4 and l5 (the VT-x lab's filters name them so), "<N>level_<dir>" for others.
+  std::string test_name() const {
+    const std::string base = std::filesystem::path(dir).filename().string();
+    std::string name = std::to_string(levels) + "level";
+    if (base == "l" + std::to_string(levels)) return name;
+    name += '_';
+    for (char c : base) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    return name;
+  }
+  friend void PrintTo(const LabGuest& g, std::ostream* os) {
+    *os << g.dir << " (" << g.levels << "-level, " << g.kernel << ")";
   }
 
   // The ImEE backend under test: "kernel" in the VT-x lab, "kvm" elsewhere.
   static std::string imee_backend() { return backend() == "kernel" ? "kernel" : "kvm"; }
-
-  static LabGuest get(int levels) {
-    return LabGuest{root() + "/l" + std::to_string(levels), levels};
-  }
 
   std::string qemu_pid() const {
     std::ifstream in(dir + "/qemu.pid");
@@ -69,7 +112,7 @@ struct LabGuest {
   // building parses the kernel's BTF, a second on the host but minutes in the VT-x lab's L1.
   LinuxProfile linux_profile() const {
     if (std::filesystem::exists(profile())) return LinuxProfile::load(profile());
-    LinuxProfile p = LinuxProfile::build(kernel(), kallsyms());
+    LinuxProfile p = LinuxProfile::build(kernel, kallsyms());
     p.save(profile());
     return p;
   }
@@ -95,8 +138,8 @@ struct LabGuest {
   std::string target_args() const {
     const bool by_pid = levels == 5 || backend() == "kernel";
     const std::string target = by_pid ? "--pid " + qemu_pid() : "--ram " + ram();
-    return target + " --profile " + profile() + " --kernel " + kernel() + " --symbols " +
-           kallsyms() + " --backend " + backend();
+    return target + " --profile " + profile() + " --kernel " + kernel + " --symbols " + kallsyms() +
+           " --backend " + backend();
   }
 
   RunResult tool(const std::string& name, const std::string& extra = "--json") const {

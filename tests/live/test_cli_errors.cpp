@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "lab_guest.hpp"
 
@@ -19,14 +21,29 @@ struct Case {
   const char* message;  // must appear in stderr
 };
 
-std::string write_file(const std::string& name, const std::string& content) {
-  const fs::path p = fs::temp_directory_path() / name;
-  std::ofstream(p) << content;
-  return p.string();
-}
+// Files in the temp directory, their names made unique to this process (test runs of other build
+// directories on the same machine write files of the same names), removed at the end.
+class TempFiles {
+ public:
+  TempFiles() = default;
+  TempFiles(const TempFiles&) = delete;
+  TempFiles& operator=(const TempFiles&) = delete;
+  ~TempFiles() {
+    for (const fs::path& p : paths_) fs::remove(p);
+  }
+  std::string write(const std::string& name, const std::string& content) {
+    const fs::path p = fs::temp_directory_path() / (std::to_string(getpid()) + "-" + name);
+    std::ofstream(p) << content;
+    paths_.push_back(p);
+    return p.string();
+  }
+
+ private:
+  std::vector<fs::path> paths_;
+};
 
 TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
-  const LabGuest g = LabGuest::get(4);
+  const LabGuest g = LabGuest::first();
   // Make sure the real profile exists (built from the kernel and kallsyms on first use).
   ASSERT_EQ(g.tool("pidlist").status, 0);
   std::string good_profile;
@@ -34,14 +51,15 @@ TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
     std::ifstream in(g.profile());
     good_profile.assign(std::istreambuf_iterator<char>(in), {});
   }
+  TempFiles files;
   const std::string corrupt =
-      write_file("imee-corrupt.json", good_profile.substr(0, good_profile.size() / 2));
-  const std::string not_profile = write_file("imee-other.json", R"({"format":"something-else"})");
+      files.write("imee-corrupt.json", good_profile.substr(0, good_profile.size() / 2));
+  const std::string not_profile = files.write("imee-other.json", R"({"format":"something-else"})");
   std::string incomplete_text = good_profile;
   incomplete_text.replace(incomplete_text.find("\"task_struct.pid\""), 17, "\"task_struct.pix\"");
-  const std::string incomplete = write_file("imee-incomplete.json", incomplete_text);
-  const std::string garbage_ram = write_file("imee-garbage.ram", std::string(1 << 20, 'x'));
-  const std::string empty = write_file("imee-empty.ram", "");
+  const std::string incomplete = files.write("imee-incomplete.json", incomplete_text);
+  const std::string garbage_ram = files.write("imee-garbage.ram", std::string(1 << 20, 'x'));
+  const std::string empty = files.write("imee-empty.ram", "");
   const std::string ram = " --ram " + g.ram();
 
   const std::vector<Case> cases = {
@@ -65,8 +83,8 @@ TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
       {"incomplete profile", ram + " --profile " + incomplete, 1, "task_struct.pid"},
       {"missing kernel", ram + " --kernel /nonexistent/vmlinuz --symbols " + g.kallsyms(), 1,
        "/nonexistent/vmlinuz"},
-      {"symbols are not symbols", ram + " --kernel " + LabGuest::kernel() + " --symbols " + corrupt,
-       1, "imee-corrupt.json"},
+      {"symbols are not symbols", ram + " --kernel " + g.kernel + " --symbols " + corrupt, 1,
+       "imee-corrupt.json"},
       {"unknown backend", ram + " --profile " + g.profile() + " --backend warp", 1,
        "unknown backend"},
       {"unknown machine", ram + " --machine vax --profile " + g.profile(), 2,

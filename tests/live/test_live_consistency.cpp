@@ -56,10 +56,10 @@ Observed sample(MemoryBackend& backend, const AddressSpace& space, std::uint64_t
   return o;
 }
 
-class LiveConsistency : public ::testing::TestWithParam<int> {};
+class LiveConsistency : public ::testing::TestWithParam<LabGuest> {};
 
 TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
-  const LabGuest g = LabGuest::get(GetParam());
+  const LabGuest g = GetParam();
   std::istringstream reply(g.query("flip start"));
   std::string word;
   int pid = 0;
@@ -141,8 +141,8 @@ TEST_P(LiveConsistency, ConsistentBackendsNeverReturnStaleTranslations) {
   if (!imee) std::printf("(no ImEE backend on this machine: %s)\n", why.c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Guests, LiveConsistency, ::testing::ValuesIn(LabGuest::all_levels()),
-                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+INSTANTIATE_TEST_SUITE_P(Guests, LiveConsistency, ::testing::ValuesIn(LabGuest::all()),
+                         [](const auto& info) { return info.param.test_name(); });
 
 }  // namespace
 }  // namespace imee::test

@@ -67,7 +67,8 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
     if (imee_required()) FAIL() << "IMEE_LAB_SECOND (the second guest) is not set";
     GTEST_SKIP() << "needs two guests under the patched kvm-intel (IMEE_LAB_SECOND)";
   }
-  Guest a(LabGuest::get(4)), b(LabGuest{second, 4});
+  const LabGuest first = LabGuest::first();
+  Guest a(first), b(LabGuest{second, 4, first.kernel});
   Pause pa(a.lab), pb(b.lab);
 
   using Clock = std::chrono::steady_clock;
@@ -95,7 +96,7 @@ TEST(LiveKernel, RetargetMovesOneImeeBetweenTwoGuests) {
 
 TEST(LiveKernel, ActivationReportsTheTargetVcpusCr3) {
   IMEE_NEED_BACKEND("kernel");
-  Guest g(LabGuest::get(4));
+  Guest g(LabGuest::first());
   std::vector<std::byte> buf(64);
   {  // by default an activation leaves the target alone: it reads nothing of its vCPU
     KernelBackend imee(g.ram(), g.session->agent_home(), g.lab.kernel_vm());
@@ -153,7 +154,7 @@ TEST(LiveKernel, GuestPageSwappedOutByTheHostReadsTheSame) {
     if (imee_required()) FAIL() << "no swap: the VT-x lab's run.sh sets up zram swap";
     GTEST_SKIP() << "needs swap in the host";
   }
-  Guest g(LabGuest::get(4));
+  Guest g(LabGuest::first());
   const std::string qemu = g.lab.qemu_pid();
   Pause paused(g.lab);
   KernelBackend imee(g.ram(), g.session->agent_home(), g.lab.kernel_vm());

@@ -38,9 +38,9 @@ struct Paused {
   const LabGuest& g;
 };
 
-class LiveKvm : public ::testing::TestWithParam<int> {
+class LiveKvm : public ::testing::TestWithParam<LabGuest> {
  protected:
-  LabGuest guest() const { return LabGuest::get(GetParam()); }
+  LabGuest guest() const { return GetParam(); }
 };
 
 json without_backend(const std::string& out) {
@@ -63,7 +63,7 @@ TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
       if (without_backend(soft1.out) != without_backend(soft2.out)) continue;  // guest moved
       EXPECT_EQ(json::parse(kvm.out)["backend"], LabGuest::imee_backend());
       EXPECT_EQ(without_backend(kvm.out), without_backend(soft1.out)) << tool;
-      if (GetParam() == 4) {  // the agent, not the fallback, answered: every read succeeds
+      if (GetParam().levels == 4) {  // the agent, not the fallback, answered: every read succeeds
         EXPECT_NE(kvm.err.find(" 0 re-read by software"), std::string::npos) << kvm.err;
       }
       compared = true;
@@ -75,7 +75,7 @@ TEST_P(LiveKvm, ToolsPrintWhatTheSoftBackendPrints) {
 TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
   IMEE_NEED_BACKEND(LabGuest::imee_backend());
   const LabGuest g = guest();
-  const KernelTypes types = KernelTypes::load(LabGuest::kernel());
+  const KernelTypes types = KernelTypes::load(g.kernel);
   const std::unique_ptr<LinuxSession> walk = g.open_session();
   LinuxSession& session = *walk;
   const LinuxProfile& profile = session.profile();
@@ -114,7 +114,7 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
 
   const auto imee = g.open_imee(session);
   AgentBackend& kvm = *imee;
-  std::mt19937_64 rng(GetParam() * 7919);
+  std::mt19937_64 rng(GetParam().levels * 7919);
   constexpr int kReads = 10000, kBatch = 100;
   int ok = 0, faults = 0;
   for (int done = 0; done < kReads; done += kBatch) {
@@ -189,15 +189,15 @@ TEST_P(LiveKvm, ReadingTheAgentsOwnHomeMovesTheAgent) {
   ASSERT_TRUE(soft.read(session.kernel_space(), home, want).ok());
   ASSERT_TRUE(kvm.read(session.kernel_space(), home, got).ok());
   EXPECT_EQ(got, want);
-  if (GetParam() == 4) {
+  if (GetParam().levels == 4) {
     EXPECT_GE(kvm.stats().blind_spot_hits, 1u);
     EXPECT_GE(kvm.stats().relocations, 1u);
     EXPECT_NE(kvm.agent_home_va(), home) << "the agent must have moved";
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Guests, LiveKvm, ::testing::ValuesIn(LabGuest::all_levels()),
-                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+INSTANTIATE_TEST_SUITE_P(Guests, LiveKvm, ::testing::ValuesIn(LabGuest::all()),
+                         [](const auto& info) { return info.param.test_name(); });
 
 }  // namespace
 }  // namespace imee::test

@@ -1,9 +1,11 @@
 // libimee on the live lab guests: finding the kernel without help (KASLR, paging mode), typed
 // errors for wild reads, and clear errors for bad input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "imee/linux.hpp"
 #include "imee/linux_session.hpp"
@@ -17,12 +19,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class LiveSession : public ::testing::TestWithParam<int> {
+class LiveSession : public ::testing::TestWithParam<LabGuest> {
  protected:
   void SetUp() override {
-    guest_ = LabGuest::get(GetParam());
+    guest_ = GetParam();
     // Build the profile in-process (the tools' tests cover the cached path).
-    profile_ = LinuxProfile::build(LabGuest::kernel(), guest_.kallsyms());
+    profile_ = LinuxProfile::build(guest_.kernel, guest_.kallsyms());
     target_ = std::make_unique<Target>(Target::open({.ram_path = guest_.ram()}));
     backend_ = std::make_unique<SoftBackend>(target_->ram());
   }
@@ -37,12 +39,22 @@ TEST_P(LiveSession, FindsTheKernelWhereThisBootPutIt) {
   const SymbolTable kallsyms = SymbolTable::load(guest_.kallsyms());
   EXPECT_EQ(s.kernel().text_va, *kallsyms.find("_text"));
   EXPECT_EQ(s.symbol("init_task"), *kallsyms.find("init_task"));
-  EXPECT_EQ(s.kernel().space.mode, GetParam() == 5 ? PagingMode::k5Level : PagingMode::k4Level);
+  EXPECT_EQ(s.kernel().space.mode,
+            GetParam().levels == 5 ? PagingMode::k5Level : PagingMode::k4Level);
   EXPECT_EQ(s.kernel().text_gpa % (2u << 20), 0u);
   // The banner read through the kernel's own page tables is the one in the image.
   auto banner = s.cstring(s.symbol("linux_banner"), 256);
   ASSERT_TRUE(banner.ok()) << banner.error().describe();
   EXPECT_EQ(*banner, profile_.banner + "\n");
+  // ... and the guest's own uname: the profile (built from this guest's kernel image) and the
+  // kernel found in RAM are the kernel the guest says it runs (6.1 or 6.12 in the lab).
+  std::istringstream info(guest_.query("info"));
+  std::string release;
+  for (std::string line; std::getline(info, line);)
+    if (line.starts_with("release ")) release = line.substr(8);
+  ASSERT_FALSE(release.empty()) << "the guest's info has no release";
+  EXPECT_TRUE(banner->starts_with("Linux version " + release + " "))
+      << *banner << " vs " << release;
   // page_offset_base is randomized too; the direct map must show physical page 0x1000's bytes.
   std::vector<std::byte> via_va(64), via_pa(64);
   ASSERT_TRUE(s.read(s.kernel().page_offset_base + 0x100000, via_va).ok());
@@ -52,7 +64,7 @@ TEST_P(LiveSession, FindsTheKernelWhereThisBootPutIt) {
 
 TEST_P(LiveSession, WildReadsGetTypedErrors) {
   LinuxSession s(*backend_, profile_);
-  auto noncanonical = s.u64(GetParam() == 5 ? 0x0100000000000000ull : 0x0000800000000000ull);
+  auto noncanonical = s.u64(GetParam().levels == 5 ? 0x0100000000000000ull : 0x0000800000000000ull);
   ASSERT_FALSE(noncanonical.ok());
   EXPECT_EQ(noncanonical.error().fault, Fault::kNonCanonical);
 
@@ -91,8 +103,8 @@ TEST_P(LiveSession, UserSpaceOfAProcessTranslates) {
 }
 
 TEST_P(LiveSession, TruncatedDumpIsRefusedClearly) {
-  const fs::path dump =
-      fs::temp_directory_path() / ("imee-truncated-" + std::to_string(GetParam()));
+  const fs::path dump = fs::temp_directory_path() / ("imee-truncated-" + std::to_string(getpid()) +
+                                                     "-" + GetParam().test_name());
   {
     std::ifstream in(guest_.ram(), std::ios::binary);
     std::ofstream out(dump, std::ios::binary);
@@ -123,8 +135,8 @@ TEST_P(LiveSession, WrongProfileIsRefusedClearly) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Guests, LiveSession, ::testing::Values(4, 5),
-                         [](const auto& info) { return std::to_string(info.param) + "level"; });
+INSTANTIATE_TEST_SUITE_P(Guests, LiveSession, ::testing::ValuesIn(LabGuest::all()),
+                         [](const auto& info) { return info.param.test_name(); });
 
 }  // namespace
 }  // namespace imee::test

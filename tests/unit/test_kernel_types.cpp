@@ -247,6 +247,7 @@ std::string make_elf(const std::vector<std::pair<std::string, std::string>>& sec
 }
 
 constexpr std::string_view kXzMagic("\3757zXZ\0", 6);
+constexpr std::string_view kZstdMagic("\x28\xb5\x2f\xfd", 4);
 
 constexpr const char* kTestBanner =
     "Linux version 9.8.7-test (me@host) (gcc 12) #1 SMP PREEMPT_DYNAMIC Thu Jan 1 00:00:00 UTC "
@@ -505,14 +506,15 @@ TEST(KernelTypesSynthetic, PathologicalNestingTerminates) {
 // ---- the real kernel ----------------------------------------------------------------------------
 
 // Everything derived from $IMEE_TEST_KERNEL once per process: our load, and independent oracles
-// made with xz, objcopy and pahole.
+// made with xz or zstd, objcopy and pahole.
 struct RealKernel {
   std::string skip;  // why the tests cannot run; empty when they can
   std::string image;
   std::unique_ptr<TempDir> dir;
-  std::string elf;      // vmlinux, decompressed with xz(1)
-  std::string raw_btf;  // its .BTF, cut out with objcopy(1)
-  std::string payload;  // the xz stream as found in the image
+  std::string elf;             // vmlinux, decompressed with xz(1) or zstd(1)
+  std::string raw_btf;         // its .BTF, cut out with objcopy(1)
+  std::string payload;         // the compressed kernel as found in the image
+  std::string payload_format;  // "xz" or "zstd"; empty when neither was found (or no tool)
   std::optional<KernelTypes> types;
   std::string load_error;
 
@@ -541,16 +543,35 @@ struct RealKernel {
     } catch (const imee::Exception& e) {
       k.load_error = e.what();
     }
-    // Oracle files, made without libimee: the xz stream located by its magic like
-    // scripts/extract-vmlinux, decompressed by xz(1).
+    // Oracle files, made without libimee: the payload cut out of the image as the boot header
+    // places it (offset 0x248, length 0x24c after the setup sectors; the last 4 bytes are the
+    // decompressed size the kernel build appends), decompressed by xz(1) or zstd(1): Debian's
+    // 6.1 compresses with xz, its 6.12 with zstd.
     k.dir = std::make_unique<TempDir>();
     const std::string image = read_file(k.image);
-    const auto at = image.find(std::string(kXzMagic));
-    if (at == std::string::npos || !have_tool("xz")) return k;
-    k.payload = image.substr(at);
-    write_file(k.dir->file("payload.xz"), k.payload);
-    const auto x =
-        run("xz -dc --single-stream " + k.dir->file("payload.xz") + " > " + k.dir->file("vmlinux"));
+    if (image.size() < 0x250 || image.compare(0x202, 4, "HdrS") != 0) return k;
+    auto u32 = [&](std::size_t at) {
+      std::uint32_t v;
+      std::memcpy(&v, image.data() + at, 4);
+      return v;
+    };
+    const std::size_t setup_sects =
+        image[0x1f1] != 0 ? static_cast<unsigned char>(image[0x1f1]) : 4;
+    const std::size_t at = (setup_sects + 1) * 512 + u32(0x248), len = u32(0x24c);
+    if (len < 4 || at + len > image.size()) return k;
+    k.payload = image.substr(at, len - 4);
+    std::string decompress;
+    if (k.payload.starts_with(kXzMagic) && have_tool("xz")) {
+      decompress = "xz -dc --single-stream ";
+      k.payload_format = "xz";
+    } else if (k.payload.starts_with(kZstdMagic) && have_tool("zstd")) {
+      decompress = "zstd -dcq ";
+      k.payload_format = "zstd";
+    } else {
+      return k;
+    }
+    write_file(k.dir->file("payload"), k.payload);
+    const auto x = run(decompress + k.dir->file("payload") + " > " + k.dir->file("vmlinux"));
     if (x.status != 0) return k;
     k.elf = k.dir->file("vmlinux");
     if (!have_tool("objcopy")) return k;
@@ -626,7 +647,8 @@ PaholeLayout pahole(const std::string& file, const std::string& type) {
 TEST(KernelTypesReal, MatchesPahole) {
   REQUIRE_REAL_KERNEL();
   if (!have_tool("pahole")) GTEST_SKIP() << "pahole not installed (Debian package dwarves)";
-  if (k.elf.empty()) GTEST_SKIP() << "could not extract vmlinux from the image with xz(1)";
+  if (k.elf.empty())
+    GTEST_SKIP() << "could not extract vmlinux from the image with xz(1) or zstd(1)";
   std::map<std::string, PaholeLayout> oracle;
   for (const auto& [type, name] : kProfileMembers) {
     SCOPED_TRACE(type + "." + name);
@@ -643,10 +665,11 @@ TEST(KernelTypesReal, MatchesPahole) {
     ASSERT_TRUE(oracle[type].size);
     EXPECT_EQ(types.type_size(type), oracle[type].size);
   }
-  // kernel_cap_t is a typedef of a struct in 6.1: pahole names the struct, then sizes it.
+  // kernel_cap_t is a typedef of a named struct in 6.1 (pahole names the struct, then sizes
+  // it), of an anonymous one since 6.3 (pahole shows and sizes it in place).
   const PaholeLayout cap_typedef = pahole(k.elf, "kernel_cap_t");
-  ASSERT_FALSE(cap_typedef.typedef_target.empty());
-  const PaholeLayout cap = pahole(k.elf, cap_typedef.typedef_target);
+  const PaholeLayout cap =
+      cap_typedef.typedef_target.empty() ? cap_typedef : pahole(k.elf, cap_typedef.typedef_target);
   ASSERT_TRUE(cap.size);
   EXPECT_EQ(types.type_size("kernel_cap_t"), cap.size);
   EXPECT_EQ(*cap.size, 8u);
@@ -661,7 +684,7 @@ TEST(KernelTypesReal, Banner) {
   ASSERT_FALSE(types.banners().empty());
   const std::string elf = k.elf.empty() ? "" : read_file(k.elf);
   for (const auto& b : types.banners()) {
-    EXPECT_EQ(b.text.rfind("Linux version 6.1", 0), 0u) << b.text;
+    EXPECT_EQ(b.text.rfind("Linux version 6.", 0), 0u) << b.text;  // Debian 12: 6.1 or 6.12
     EXPECT_EQ(b.text.find('\n'), std::string::npos);
     EXPECT_NE(b.text_offset, KernelTypes::kUnknownOffset)
         << "a vmlinux's segments place every banner";
@@ -677,7 +700,7 @@ TEST(KernelTypesReal, Banner) {
 TEST(KernelTypesReal, ElfAndRawBtfGiveTheSameAnswers) {
   REQUIRE_REAL_KERNEL();
   if (k.elf.empty() || k.raw_btf.empty())
-    GTEST_SKIP() << "needs xz(1) and objcopy(1) to make the ELF and raw BTF copies";
+    GTEST_SKIP() << "needs xz(1) or zstd(1), and objcopy(1), to make the ELF and raw BTF copies";
   const KernelTypes from_elf = KernelTypes::load(k.elf);
   const KernelTypes from_raw = KernelTypes::load(k.raw_btf);
   ASSERT_EQ(from_elf.banners().size(), types.banners().size());
@@ -716,10 +739,10 @@ TEST(KernelTypesReal, CorruptImagesThrow) {
   for (std::size_t i = 0; i < 4096; ++i) damaged[image.size() / 2 + i] ^= 0x5a;
   write_file(dir.file("damaged"), damaged);
   EXPECT_NE(load_error(dir.file("damaged")).find("corrupt"), std::string::npos);
-  if (k.payload.empty()) GTEST_SKIP() << "no xz payload found in the image";
-  // A truncated xz stream on its own.
-  write_file(dir.file("cut.xz"), k.payload.substr(0, 1 << 20));
-  EXPECT_NE(load_error(dir.file("cut.xz")).find("truncated"), std::string::npos);
+  if (k.payload_format.empty()) GTEST_SKIP() << "no xz or zstd payload found in the image";
+  // A truncated compressed stream on its own.
+  write_file(dir.file("cut." + k.payload_format), k.payload.substr(0, 1 << 20));
+  EXPECT_NE(load_error(dir.file("cut." + k.payload_format)).find("truncated"), std::string::npos);
   if (k.elf.empty()) return;
   // The vmlinux cut before its section headers.
   write_file(dir.file("cut.elf"), read_file(k.elf).substr(0, 32 << 20));
