@@ -54,10 +54,19 @@ class LiveZeroConfig : public ::testing::TestWithParam<int> {
   }
   void TearDown() override { fs::remove_all(cache_); }
 
-  GuestBanner live_banner() const {
-    const auto banners = find_guest_banners(target_->ram());
-    EXPECT_FALSE(banners.empty());
-    return banners.empty() ? GuestBanner{} : banners.front();
+  // The live kernel's banner: RAM holds look-alikes too (e.g. the boot setup's kernel_version,
+  // which also ends in a newline), which the builder rejects; the first it accepts.
+  MemoryProfile build_live() const {
+    std::string errors;
+    for (const GuestBanner& b : find_guest_banners(target_->ram())) {
+      try {
+        return build_profile_from_memory(target_->ram(), b);
+      } catch (const Exception& e) {
+        errors += std::string(e.what()) + "; ";
+      }
+    }
+    ADD_FAILURE() << "no banner in guest RAM gave a profile: " << errors;
+    return {};
   }
 
   // The tool with nothing but the target (and a private cache).
@@ -75,7 +84,7 @@ class LiveZeroConfig : public ::testing::TestWithParam<int> {
 
 TEST_P(LiveZeroConfig, KallsymsFromGuestMemoryEqualProcKallsyms) {
   const auto start = std::chrono::steady_clock::now();
-  const MemoryProfile built = build_profile_from_memory(target_->ram(), live_banner());
+  const MemoryProfile built = build_live();
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(built.profile.all_symbols);
@@ -99,7 +108,7 @@ TEST_P(LiveZeroConfig, KallsymsOfTheKernelImageFileEqualProcKallsyms) {
 }
 
 TEST_P(LiveZeroConfig, BtfFromGuestMemoryEqualsTheImageFilesBtf) {
-  const MemoryProfile built = build_profile_from_memory(target_->ram(), live_banner());
+  const MemoryProfile built = build_live();
   const KernelTypes file = KernelTypes::load(LabGuest::kernel());
   const auto* gpa_bytes = reinterpret_cast<const std::uint8_t*>(
       target_->ram().host(built.text_gpa + built.profile.btf_offset, built.profile.btf_size));
@@ -125,7 +134,7 @@ TEST_P(LiveZeroConfig, BtfFromGuestMemoryEqualsTheImageFilesBtf) {
       ASSERT_EQ(btf_members(x)[i].type, btf_members(y)[i].type) << id;
     }
   }
-  EXPECT_GT(members, 100000u);
+  EXPECT_GT(members, 50000u);  // Debian 6.1: ~56k
   // And the profile's layout is the one built from the file and the kallsyms dump.
   const LinuxProfile classic = LinuxProfile::build(LabGuest::kernel(), guest_.kallsyms());
   EXPECT_EQ(std::memcmp(&classic.layout, &built.profile.layout, sizeof classic.layout), 0);
@@ -160,7 +169,7 @@ TEST_P(LiveZeroConfig, ProfileIsCachedPerBuildAndReused) {
     if (e.path().extension() == ".json") entries.push_back(e.path());
   ASSERT_EQ(entries.size(), 1u);
   const LinuxProfile cached = LinuxProfile::load(entries[0].string());
-  EXPECT_EQ(cached.banner, live_banner().text);
+  EXPECT_EQ(cached.banner, build_live().profile.banner);
   EXPECT_NE(cached.btf_hash, 0u);
   EXPECT_TRUE(fs::exists(cached.symbols_path));
 

@@ -1,11 +1,14 @@
 // The kallsyms decoder on synthetic tables laid out as scripts/kallsyms.c lays them out (6.1:
 // addresses first; 6.4+: num_syms first, offsets after the token index; the absolute layout),
 // checked against the symbol list they were made from; and on hostile tables.
+#include <bpf/btf.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <string>
@@ -13,6 +16,8 @@
 
 #include "imee/error.hpp"
 #include "imee/kallsyms.hpp"
+#include "imee/kernel_types.hpp"
+#include "imee/linux_profile.hpp"
 
 namespace {
 
@@ -284,6 +289,33 @@ TEST(Kallsyms, MutatedTablesNeverCrash) {
   }
   EXPECT_EQ(decoded + refused, 300);
   EXPECT_GT(refused, 0);  // some flips must hit the structure
+}
+
+// Real Debian kernels (the lab's 6.1, and whatever /boot holds, e.g. 6.12): the image's own
+// kallsyms tables give a profile whose banner sits at linux_banner's decoded offset (found
+// independently, from the ELF's segments), and __start_BTF..__stop_BTF spans exactly the .BTF
+// section the ELF's section table names.
+TEST(KallsymsReal, KernelImagesOwnTables) {
+  std::vector<std::string> images;
+  if (const char* k = std::getenv("IMEE_TEST_KERNEL"); k && std::filesystem::exists(k))
+    images.push_back(k);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/boot", ec))
+    if (e.path().filename().string().starts_with("vmlinuz-")) images.push_back(e.path());
+  if (images.empty()) GTEST_SKIP() << "no kernel image: IMEE_TEST_KERNEL unset and /boot empty";
+  for (const std::string& image : images) {
+    const imee::LinuxProfile p = imee::LinuxProfile::build(image, "");
+    ASSERT_TRUE(p.all_symbols) << image;
+    EXPECT_TRUE(p.banner.starts_with("Linux version ")) << image;
+    EXPECT_GT(p.all_symbols->size(), 50000u) << image;
+    const imee::KernelTypes types = imee::KernelTypes::load(image);
+    std::uint32_t btf_size = 0;
+    ASSERT_NE(btf__raw_data(types.btf(), &btf_size), nullptr);
+    const auto start = p.all_symbols->find("__start_BTF"), stop = p.all_symbols->find("__stop_BTF");
+    ASSERT_TRUE(start && stop) << image;
+    EXPECT_EQ(*stop - *start, btf_size) << image;
+    std::printf("%s: %zu symbols, %s\n", image.c_str(), p.all_symbols->size(), p.banner.c_str());
+  }
 }
 
 }  // namespace

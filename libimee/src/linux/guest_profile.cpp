@@ -256,6 +256,10 @@ GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
 
   std::vector<GuestBanner> banners = find_guest_banners(ram);
   std::erase_if(banners, [&](const GuestBanner& b) { return excluded(b.gpa); });
+  // x86-64 kernels load at 16 MiB or above (CONFIG_PHYSICAL_START, KASLR's minimum); below lie
+  // look-alikes such as the boot setup's kernel_version: tried last.
+  std::stable_partition(banners.begin(), banners.end(),
+                        [](const GuestBanner& b) { return b.gpa >= (16ull << 20); });
   if (banners.empty())
     throw Exception(
         "no Linux kernel banner (linux_banner) in guest RAM: not a Linux guest, one that has not "

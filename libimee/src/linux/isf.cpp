@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <unordered_set>
 
 #include "imee/error.hpp"
 #include "input_file.hpp"
@@ -18,6 +19,7 @@ namespace imee {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+using json = nlohmann::json;
 
 constexpr std::uint64_t kKernelHalf = 0xffff800000000000ull;
 constexpr int kMaxTypeDepth = 64;  // qualifier/typedef/pointer/array chains in real BTF: < 10
@@ -104,16 +106,15 @@ class IsfWriter {
       if (btf_is_fwd(t)) {  // declared only: an empty type, so references resolve
         const std::string name = btf__name_by_offset(b_, t->name_off);
         if (!name.empty() && (!user_types_.contains(name) || user_types_[name].is_null()))
-          user_types_[name] = {{"kind", btf_kflag(t) ? "union" : "struct"},
-                               {"size", 0},
-                               {"fields", ojson::object()}};
+          user_types_[name] = {
+              {"kind", btf_kflag(t) ? "union" : "struct"}, {"size", 0}, {"fields", json::object()}};
       }
     }
     for (auto it = user_types_.begin(); it != user_types_.end();)
       it = it.value().is_null() ? user_types_.erase(it) : std::next(it);
   }
 
-  ojson base_types_ = ojson::object(), user_types_ = ojson::object(), enums_ = ojson::object();
+  json base_types_ = json::object(), user_types_ = json::object(), enums_ = json::object();
 
  private:
   std::string base_for(std::uint32_t size, bool is_signed) {
@@ -132,7 +133,7 @@ class IsfWriter {
     return name;
   }
 
-  ojson descriptor(std::uint32_t id, int depth = 0) {
+  json descriptor(std::uint32_t id, int depth = 0) {
     if (id == 0 || depth > kMaxTypeDepth) return {{"kind", "base"}, {"name", "void"}};
     const btf_type* t = btf__type_by_id(b_, id);
     if (t == nullptr) return {{"kind", "base"}, {"name", "void"}};
@@ -191,7 +192,7 @@ class IsfWriter {
   }
 
   void define_user(std::uint32_t id, const btf_type* t) {
-    ojson fields = ojson::object();
+    json fields = json::object();
     const btf_member* m = btf_members(t);
     for (std::uint16_t i = 0; i < btf_vlen(t); ++i) {
       const std::uint32_t bit = btf_member_bit_offset(t, i);
@@ -201,7 +202,7 @@ class IsfWriter {
       const btf_type* rt = resolved > 0 ? btf__type_by_id(b_, resolved) : nullptr;
       if (bits == 0 && rt != nullptr && btf_is_int(rt) && btf_int_bits(rt) != rt->size * 8)
         bits = btf_int_bits(rt);  // a bitfield without kind_flag
-      ojson field;
+      json field;
       if (bits != 0) {
         const std::int64_t unit_size = btf__resolve_size(b_, m[i].type);
         std::uint64_t unit = unit_size > 0 ? (bit / (unit_size * 8)) * unit_size : bit / 8;
@@ -230,7 +231,7 @@ class IsfWriter {
 
   void define_enum(std::uint32_t id, const btf_type* t) {
     const bool is_signed = btf_kflag(t);
-    ojson constants = ojson::object();
+    json constants = json::object();
     for (std::uint16_t i = 0; i < btf_vlen(t); ++i) {
       if (btf_is_enum64(t)) {
         const struct btf_enum64* e = btf_enum64(t) + i;
@@ -261,22 +262,22 @@ class IsfWriter {
 // The ISF's description of a field's type, and its size.
 class IsfReader {
  public:
-  IsfReader(const ojson& isf, std::string origin) : isf_(isf), origin_(std::move(origin)) {}
+  IsfReader(const json& isf, std::string origin) : isf_(isf), origin_(std::move(origin)) {}
 
   [[noreturn]] void bad(const std::string& why) const {
     throw Exception(origin_ + ": not a usable Volatility 3 ISF: " + why);
   }
-  const ojson& at(const ojson& j, const std::string& key, const std::string& where) const {
+  const json& at(const json& j, const std::string& key, const std::string& where) const {
     if (!j.is_object() || !j.contains(key)) bad(where + " has no '" + key + "'");
     return j.at(key);
   }
-  std::uint64_t uint_at(const ojson& j, const std::string& key, const std::string& where) const {
-    const ojson& v = at(j, key, where);
+  std::uint64_t uint_at(const json& j, const std::string& key, const std::string& where) const {
+    const json& v = at(j, key, where);
     if (!v.is_number_unsigned()) bad(where + "." + key + " is not a non-negative integer");
     return v.get<std::uint64_t>();
   }
 
-  std::optional<std::uint64_t> size_of(const ojson& d, int depth = 0) const {
+  std::optional<std::uint64_t> size_of(const json& d, int depth = 0) const {
     if (depth > kMaxTypeDepth || !d.is_object()) return std::nullopt;
     const std::string kind = d.value("kind", "");
     const std::string name =
@@ -300,15 +301,15 @@ class IsfReader {
   std::optional<LinuxProfile::MemberInfo> member(std::string_view type, std::string_view name,
                                                  std::uint64_t base = 0, int depth = 0) const {
     if (depth > kMaxTypeDepth) return std::nullopt;
-    const ojson& types = at(isf_, "user_types", "the ISF");
+    const json& types = at(isf_, "user_types", "the ISF");
     const auto it = types.find(std::string(type));
     if (it == types.end()) return std::nullopt;
-    const ojson& fields = at(*it, "fields", "user_types." + std::string(type));
+    const json& fields = at(*it, "fields", "user_types." + std::string(type));
     if (!fields.is_object()) bad("user_types." + std::string(type) + ".fields is not an object");
     for (const auto& [field_name, f] : fields.items()) {
       const std::string where = "user_types." + std::string(type) + ".fields." + field_name;
       const std::uint64_t offset = uint_at(f, "offset", where);
-      const ojson& d = at(f, "type", where);
+      const json& d = at(f, "type", where);
       if (f.value("anonymous", false)) {
         if (!d.is_object() || !d.contains("name") || !d["name"].is_string())
           bad(where + ": anonymous member without a type name");
@@ -325,48 +326,50 @@ class IsfReader {
   }
 
   std::optional<std::uint64_t> table_size(const char* table, const std::string& name) const {
-    const ojson& t = at(isf_, table, "the ISF");
+    const json& t = at(isf_, table, "the ISF");
     const auto it = t.find(name);
     if (it == t.end()) return std::nullopt;
     return uint_at(*it, "size", std::string(table) + "." + name);
   }
 
  private:
-  const ojson& isf_;
+  const json& isf_;
   std::string origin_;
 };
 
 }  // namespace
 
-nlohmann::ordered_json make_isf(const KernelTypes& types, const SymbolTable& symbols,
-                                std::uint64_t link_text, const std::string& banner,
-                                IsfCounts* counts) {
+std::string make_isf(const KernelTypes& types, const SymbolTable& symbols, std::uint64_t link_text,
+                     const std::string& banner, IsfCounts* counts) {
   if (types.btf() == nullptr) throw Exception("no BTF to export");
   IsfWriter w(types.btf());
   const auto text = symbols.find("_text");
   if (!text) throw Exception("the symbol list has no _text");
+  // In table order (ties at one address keep kallsyms' order); appended to the ordered map's
+  // vector directly, as its keyed insert is a linear search.
   ojson syms = ojson::object();
+  auto& list = static_cast<ojson::object_t::Container&>(syms.get_ref<ojson::object_t&>());
+  std::unordered_set<std::string_view> seen;
   for (const Symbol& s : symbols.symbols()) {
-    if (syms.contains(s.name)) continue;  // ISF names are unique: the first (lowest) wins
+    if (!seen.insert(s.name).second) continue;  // ISF names are unique: the first (lowest) wins
     const bool absolute = s.type == 'A' || s.type == 'a';
-    syms[s.name] = {{"address", absolute ? s.address : s.address - *text + link_text}};
+    ojson entry = {{"address", absolute ? s.address : s.address - *text + link_text}};
+    if (s.name == "linux_banner" && !banner.empty())
+      entry["constant_data"] = base64(banner + "\n" + std::string(1, '\0'));
+    list.emplace_back(s.name, std::move(entry));
   }
-  if (syms.contains("linux_banner") && !banner.empty())
-    syms["linux_banner"]["constant_data"] = base64(banner + "\n" + std::string(1, '\0'));
-  if (counts) *counts = {w.base_types_.size(), w.user_types_.size(), w.enums_.size(), syms.size()};
-  ojson isf;
-  isf["metadata"] = {{"format", kIsfFormat},
-                     {"producer", {{"name", "imee-profile"}, {"version", "1.0.0"}}},
-                     {"linux", {{"symbols", ojson::array()}, {"types", ojson::array()}}}};
-  isf["base_types"] = std::move(w.base_types_);
-  isf["user_types"] = std::move(w.user_types_);
-  isf["enums"] = std::move(w.enums_);
-  isf["symbols"] = std::move(syms);
-  return isf;
+  if (counts) *counts = {w.base_types_.size(), w.user_types_.size(), w.enums_.size(), list.size()};
+  const ojson meta = {{"format", kIsfFormat},
+                      {"producer", {{"name", "imee-profile"}, {"version", "1.0.0"}}},
+                      {"linux", {{"symbols", ojson::array()}, {"types", ojson::array()}}}};
+  // Parts dumped one by one: the types in name order, the symbols in table order.
+  return "{\"metadata\":" + meta.dump() + ",\"base_types\":" + w.base_types_.dump() +
+         ",\"user_types\":" + w.user_types_.dump() + ",\"enums\":" + w.enums_.dump() +
+         ",\"symbols\":" + syms.dump() + "}";
 }
 
-void write_isf(const nlohmann::ordered_json& isf, const std::string& path) {
-  std::string text = isf.dump();
+void write_isf(const std::string& isf, const std::string& path) {
+  std::string text = isf;
   text += '\n';
   if (path.ends_with(".xz")) {
     std::string packed(lzma_stream_buffer_bound(text.size()), '\0');
@@ -423,15 +426,69 @@ std::string read_maybe_xz(const std::string& path) {
   return out;
 }
 
-bool is_isf(const nlohmann::ordered_json& doc) {
+namespace {
+
+// Records the keys of the top-level "symbols" object in file order, building nothing else.
+struct SymbolOrder : nlohmann::json_sax<json> {
+  std::vector<std::string>* out;
+  int depth = 0;
+  bool in_symbols = false;
+  explicit SymbolOrder(std::vector<std::string>* o) : out(o) {}
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    ++depth;
+    return true;
+  }
+  bool end_object() override {
+    if (--depth == 1) in_symbols = false;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    ++depth;
+    return true;
+  }
+  bool end_array() override {
+    --depth;
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (depth == 1) in_symbols = k == "symbols";
+    if (depth == 2 && in_symbols) out->push_back(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+};
+
+}  // namespace
+
+nlohmann::json parse_json_keeping_symbol_order(const std::string& text,
+                                               std::vector<std::string>* symbol_order) {
+  json doc = json::parse(text);  // throws on malformed text
+  if (symbol_order && doc.is_object() && doc.contains("symbols")) {
+    SymbolOrder order(symbol_order);
+    json::sax_parse(text, &order);
+  }
+  return doc;
+}
+
+bool is_isf(const nlohmann::json& doc) {
   return doc.is_object() && doc.contains("metadata") && doc.contains("user_types") &&
          doc.contains("symbols");
 }
 
-LinuxProfile profile_from_isf(const nlohmann::ordered_json& isf, const std::string& origin) {
+LinuxProfile profile_from_isf(const nlohmann::json& isf, const std::string& origin,
+                              const std::vector<std::string>& symbol_order) {
   const IsfReader r(isf, origin);
-  const ojson& meta = r.at(isf, "metadata", "the ISF");
-  const ojson& format = r.at(meta, "format", "metadata");
+  const json& meta = r.at(isf, "metadata", "the ISF");
+  const json& format = r.at(meta, "format", "metadata");
   if (!format.is_string() || !format.get<std::string>().starts_with("6."))
     r.bad("metadata.format is " + format.dump() + ", this build reads 6.x");
   for (const char* table : {"base_types", "user_types", "enums", "symbols"})
@@ -439,7 +496,16 @@ LinuxProfile profile_from_isf(const nlohmann::ordered_json& isf, const std::stri
 
   std::vector<Symbol> list;
   std::string banner;
-  for (const auto& [name, s] : isf["symbols"].items()) {
+  const json& all = isf["symbols"];
+  std::vector<std::string> names = symbol_order;
+  if (names.size() != all.size()) {  // no order recorded (or a mismatch): the map's
+    names.clear();
+    for (const auto& [name, s] : all.items()) names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    const auto it = all.find(name);
+    if (it == all.end()) r.bad("symbols." + name + " vanished");
+    const json& s = *it;
     const std::uint64_t address = r.uint_at(s, "address", "symbols." + name);
     list.push_back({address, address < kKernelHalf ? 'A' : 'T', name});
     if (name == "linux_banner" && s.contains("constant_data")) {

@@ -90,7 +90,7 @@ void check_layout(const LinuxLayout& l, const std::string& origin) {
 
 // A non-negative integer, refusing floats (converting 1e82 to an integer is undefined) and
 // negative numbers alike.
-std::uint64_t unsigned_at(const nlohmann::ordered_json& j, const std::string& bad) {
+std::uint64_t unsigned_at(const nlohmann::json& j, const std::string& bad) {
   if (!j.is_number_unsigned())
     throw Exception(bad + "expected a non-negative integer, got " + j.dump());
   return j.get<std::uint64_t>();
@@ -194,7 +194,13 @@ void LinuxProfile::save(const std::string& path) const {
   j["format"] = "imee-linux-profile";
   j["version"] = kFormatVersion;
   j["banner"] = banner;
-  j["symbols_path"] = symbols_path;
+  // A symbol list held only in memory (from an image's kallsyms or an ISF) goes beside the file.
+  std::string list = symbols_path;
+  if (list.empty() && all_symbols) {
+    list = path + ".kallsyms";
+    all_symbols->save(list);
+  }
+  j["symbols_path"] = list;
   j["syscall_slots"] = syscall_slots;
   for (const auto& [name, offset] : symbols) j["symbols"][name] = offset;
   for (const LayoutField& f : kLayoutFields) j["layout"][f.key] = layout.*f.field;
@@ -217,13 +223,14 @@ LinuxProfile LinuxProfile::load(const std::string& path) {
     throw Exception(path + ": cannot open profile (" + e.what() + ")");
   }
   const std::string bad = path + ": not a valid ImEE Linux profile: ";
-  nlohmann::ordered_json j;
+  nlohmann::json j;
+  std::vector<std::string> symbol_order;
   try {
-    j = nlohmann::ordered_json::parse(text);
+    j = parse_json_keeping_symbol_order(text, &symbol_order);
   } catch (const nlohmann::json::exception& e) {
     throw Exception(bad + e.what());
   }
-  if (is_isf(j)) return profile_from_isf(j, path);
+  if (is_isf(j)) return profile_from_isf(j, path, symbol_order);
   try {
     if (j.value("format", "") != "imee-linux-profile") throw Exception(bad + "missing format tag");
     if (unsigned_at(j.at("version"), bad) != kFormatVersion)
@@ -238,7 +245,7 @@ LinuxProfile LinuxProfile::load(const std::string& path) {
     for (const LayoutField& f : kLayoutFields)
       p.layout.*f.field = unsigned_at(j.at("layout").at(f.key), bad);
     if (j.contains("btf")) {
-      const nlohmann::ordered_json& btf = j.at("btf");
+      const nlohmann::json& btf = j.at("btf");
       p.btf_offset = unsigned_at(btf.at("offset"), bad);
       p.btf_size = unsigned_at(btf.at("size"), bad);
       p.btf_hash = unsigned_at(btf.at("hash"), bad);
