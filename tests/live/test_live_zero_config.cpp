@@ -3,7 +3,11 @@
 // the BTF of the kernel image file (every type), and the tools with nothing but a target
 // against the same tools given the kernel image and the kallsyms dump; the profile cache.
 #include <bpf/btf.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -13,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "imee/guest_profile.hpp"
+#include "imee/kallsyms.hpp"
 #include "imee/kernel_types.hpp"
 #include "imee/symbols.hpp"
 #include "lab_guest.hpp"
@@ -210,6 +215,98 @@ TEST_P(LiveZeroConfig, UnwritableCacheWarnsAndStillWorks) {
       run(LabGuest::tools() + "/pidlist --ram " + guest_.ram() + " --backend soft --no-cache");
   ASSERT_EQ(none.status, 0) << none.err;
   EXPECT_EQ(none.err, "");
+}
+
+// Guest RAM with a few bytes spoiled: a private (copy-on-write) mapping of the RAM file, so the
+// guest is untouched. Each spoiled kernel must be refused with an error that names what is
+// missing and what to pass instead.
+class SpoiledRam {
+ public:
+  explicit SpoiledRam(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd >= 0 && ::fstat(fd, &st) == 0) {
+      size_ = static_cast<std::size_t>(st.st_size);
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+      if (p != MAP_FAILED) map_ = static_cast<std::byte*>(p);
+    }
+    if (fd >= 0) ::close(fd);
+  }
+  SpoiledRam(const SpoiledRam&) = delete;
+  SpoiledRam& operator=(const SpoiledRam&) = delete;
+  ~SpoiledRam() {
+    if (map_) ::munmap(map_, size_);
+  }
+  bool ok() const { return map_ != nullptr; }
+  std::byte* at(std::uint64_t gpa) { return map_ + gpa; }  // flat layout below 3 GiB
+  GuestRam ram() const { return GuestRam::view({map_, size_}); }
+
+ private:
+  std::byte* map_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+TEST_P(LiveZeroConfig, SpoiledBtfOrKallsymsAreRefusedClearly) {
+  const MemoryProfile good = build_live();
+  const SymbolTable truth = SymbolTable::load(guest_.kallsyms());
+  const std::uint64_t text = *truth.find("_text");
+  const auto gpa_of = [&](const char* name) { return good.text_gpa + (*truth.find(name) - text); };
+  // The kallsyms tables are not in kallsyms: found in the image (from _text, 64 MiB).
+  const auto* image =
+      reinterpret_cast<const std::uint8_t*>(target_->ram().host(good.text_gpa, 64u << 20));
+  ASSERT_NE(image, nullptr);
+  const auto tables = find_kallsyms(std::span(image, 64u << 20));
+  ASSERT_TRUE(tables.has_value());
+  GuestBanner banner;
+  for (const GuestBanner& b : find_guest_banners(target_->ram()))
+    if (b.gpa == gpa_of("linux_banner")) banner = b;
+  ASSERT_FALSE(banner.text.empty());
+  const auto error_of = [&](SpoiledRam& ram) -> std::string {
+    try {
+      (void)build_profile_from_memory(ram.ram(), banner);
+    } catch (const Exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  {  // the BTF's magic
+    SpoiledRam ram(guest_.ram());
+    ASSERT_TRUE(ram.ok());
+    *ram.at(gpa_of("__start_BTF")) = std::byte{0};
+    const std::string e = error_of(ram);
+    EXPECT_NE(e.find("has no BTF header"), std::string::npos) << e;
+    EXPECT_NE(e.find("give --kernel FILE"), std::string::npos) << e;
+  }
+  {  // the BTF's string section claimed longer than the blob (truncated)
+    SpoiledRam ram(guest_.ram());
+    std::uint32_t str_len;
+    std::memcpy(&str_len, ram.at(gpa_of("__start_BTF") + 20), 4);
+    str_len += 4096;
+    std::memcpy(ram.at(gpa_of("__start_BTF") + 20), &str_len, 4);
+    const std::string e = error_of(ram);
+    EXPECT_NE(e.find("libbpf cannot parse"), std::string::npos) << e;
+    EXPECT_NE(e.find("give --kernel FILE"), std::string::npos) << e;
+  }
+  {  // the kallsyms token index
+    SpoiledRam ram(guest_.ram());
+    std::memset(ram.at(good.text_gpa + tables->token_index), 0xff, 64);
+    const std::string e = error_of(ram);
+    EXPECT_NE(e.find("no kallsyms tables found"), std::string::npos) << e;
+    EXPECT_NE(e.find("give --symbols FILE"), std::string::npos) << e;
+  }
+  {  // a kallsyms offset out of order: the tables no longer hold together
+    SpoiledRam ram(guest_.ram());
+
+    std::memset(ram.at(good.text_gpa + tables->address_table + 4 * (tables->num_syms / 2)), 0x7f,
+                4);
+    const std::string e = error_of(ram);
+    EXPECT_NE(e.find("kallsyms"), std::string::npos) << e;
+    EXPECT_NE(e.find("give --symbols FILE"), std::string::npos) << e;
+  }
+  {  // untouched: the same profile (the spoiling above changed only private copies)
+    SpoiledRam ram(guest_.ram());
+    EXPECT_EQ(error_of(ram), "");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Guests, LiveZeroConfig, ::testing::Values(4, 5),

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -31,6 +32,12 @@ constexpr std::uint64_t kKernelAlign = 2ull << 20;
 constexpr std::uint64_t kWindowBefore = 32ull << 20;
 constexpr std::uint64_t kWindowAfter = 64ull << 20;
 constexpr std::string_view kBannerPrefix = "Linux version ";
+constexpr const char* kInsteadOfKallsyms =
+    ": give --symbols FILE (the guest's /proc/kallsyms or System.map) with --kernel FILE, or "
+    "--profile FILE (an ImEE profile or a Volatility 3 ISF) instead";
+constexpr const char* kInsteadOfBtf =
+    ": give --kernel FILE (the guest's vmlinuz or vmlinux, or a BTF file) or --profile FILE (an "
+    "ImEE profile or a Volatility 3 ISF) instead";
 
 std::string hex(std::uint64_t v) {
   char b[24];
@@ -139,11 +146,13 @@ MemoryProfile build_profile_from_memory(const GuestRam& ram, const GuestBanner& 
   const auto text = symbols.find("_text");
   const auto linux_banner = symbols.find("linux_banner");
   if (!text || !linux_banner || *linux_banner < *text)
-    throw Exception(origin + ": no _text or linux_banner symbol");
+    throw Exception(origin + ": no _text or linux_banner symbol (inconsistent tables?)" +
+                    kInsteadOfKallsyms);
   const std::uint64_t text_gpa = banner.gpa - (*linux_banner - *text);
   if (text_gpa % kKernelAlign != 0 || text_gpa > banner.gpa)
     throw Exception(origin + ": linux_banner's offset from _text does not put the banner at GPA " +
-                    hex(banner.gpa) + " (these tables belong to another image)");
+                    hex(banner.gpa) + " (these tables belong to another image)" +
+                    kInsteadOfKallsyms);
 
   // The BTF: between __start_BTF and __stop_BTF, else by its header.
   Bytes btf;
@@ -155,19 +164,23 @@ MemoryProfile build_profile_from_memory(const GuestRam& ram, const GuestBanner& 
     btf = region_bytes(ram, gpa, *stop_btf - *start_btf);
     if (btf.size() != *stop_btf - *start_btf || btf.size() < 24 || btf[0] != 0x9f || btf[1] != 0xeb)
       throw Exception("the kernel's BTF in guest memory (__start_BTF, GPA " + hex(gpa) +
-                      ") has no BTF header: corrupt, or not loaded");
+                      ") has no BTF header: corrupt, or not loaded" + kInsteadOfBtf);
     btf_origin = "BTF in guest memory at GPA " + hex(gpa) + " (__start_BTF)";
   } else if (const auto found = scan_btf(window)) {
     btf = window.subspan(found->first, found->second);
     btf_gpa = from + found->first;
     btf_origin = "BTF in guest memory at GPA " + hex(from + found->first) + " (found by header)";
   } else {
-    throw Exception("no BTF found in " + where +
-                    " (kernel built without CONFIG_DEBUG_INFO_BTF?): give --kernel FILE (the "
-                    "guest's vmlinux, or a BTF file) or --profile FILE (an ImEE profile or a "
-                    "Volatility 3 ISF)");
+    throw Exception("no BTF found in " + where + " (kernel built without CONFIG_DEBUG_INFO_BTF?)" +
+                    kInsteadOfBtf);
   }
-  const KernelTypes types = KernelTypes::from_btf(btf, btf_origin);
+  std::optional<KernelTypes> parsed;
+  try {
+    parsed.emplace(KernelTypes::from_btf(btf, btf_origin));
+  } catch (const Exception& e) {
+    throw Exception(std::string(e.what()) + kInsteadOfBtf);
+  }
+  const KernelTypes& types = *parsed;
 
   MemoryProfile out;
   out.profile = LinuxProfile::build(types, symbols, btf_origin, origin);
