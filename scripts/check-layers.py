@@ -17,7 +17,8 @@ PUBLIC_LAYER = {
     "error.hpp": 0, "address_space.hpp": 1, "guest_ram.hpp": 1, "paging.hpp": 2, "target.hpp": 2,
     "backend.hpp": 3, "soft_backend.hpp": 3, "agent_backend.hpp": 3, "kvm_backend.hpp": 3,
     "kernel_backend.hpp": 3, "backends.hpp": 3, "kernel_types.hpp": 4, "symbols.hpp": 4,
-    "linux_profile.hpp": 4, "linux_session.hpp": 4, "linux.hpp": 4,
+    "linux_profile.hpp": 4, "linux_session.hpp": 4, "linux.hpp": 4, "kallsyms.hpp": 4, "isf.hpp": 4,
+    "guest_profile.hpp": 4,
 }
 SRC_LAYER = {"guest": 2, "backend": 3, "linux": 4}
 

@@ -14,7 +14,9 @@ LAB_BUILD_DIR=$build/lab "$repo/tests/lab/lab.sh" start "$run" --levels 5
 trap '"$repo/tests/lab/lab.sh" stop "$run" >/dev/null 2>&1 || true' EXIT
 
 pid=$(cat "$run/qemu.pid")
-target=(--pid "$pid" --profile "$run/profile.json" --kernel "$build/lab/vmlinuz" --symbols "$run/kallsyms")
+# Nothing but the target: the kernel's BTF and kallsyms are read from guest memory (the profile is
+# cached per kernel build under ~/.cache/imee).
+target=(--pid "$pid")
 for tool in pidlist pslist credlist syscalldmp; do
   echo
   echo "== $tool ${target[*]}"

@@ -9,7 +9,7 @@ runs=${FUZZ_RUNS:-1000000}
 "$repo/scripts/install-deps.sh"
 CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -DIMEE_FUZZ=ON -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" --target fuzz_symbols fuzz_kernel_types fuzz_profile fuzz_guest_ram
+cmake --build "$build" -j"$(nproc)" --target fuzz_symbols fuzz_kernel_types fuzz_profile fuzz_guest_ram fuzz_kallsyms
 
 seed() {  # seed NAME FILE [BYTES]: a prefix of FILE as a starting input
   mkdir -p "$build/corpus/$1"
@@ -19,9 +19,10 @@ seed symbols "$repo/build/lab-run/l4/kallsyms"
 seed profile "$repo/build/lab-run/l4/profile.json" 65536
 seed guest_ram /dev/null
 seed kernel_types /dev/null
+seed kallsyms /dev/null
 
 status=0
-for target in symbols profile guest_ram kernel_types; do
+for target in symbols profile guest_ram kernel_types kallsyms; do
   log=$build/fuzz_$target.log
   if "$build/tests/fuzz/fuzz_$target" -runs="$runs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$build/$target-" \

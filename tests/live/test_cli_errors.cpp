@@ -83,10 +83,14 @@ TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
       {"incomplete profile", ram + " --profile " + incomplete, 1, "task_struct.pid"},
       {"missing kernel", ram + " --kernel /nonexistent/vmlinuz --symbols " + g.kallsyms(), 1,
        "/nonexistent/vmlinuz"},
-      {"symbols are not symbols", ram + " --kernel " + g.kernel + " --symbols " + corrupt, 1,
-       "imee-corrupt.json"},
-      {"unknown backend", ram + " --profile " + g.profile() + " --backend warp", 1,
-       "unknown backend"},
+      {"symbols are not symbols", ram + " --kernel " + g.kernel + " --symbols " + corrupt,
+       1, "imee-corrupt.json"},
+      {"unknown backend", ram + " --profile " + g.profile() + " --backend warp", 2,
+       "unknown backend 'warp' (valid: auto, soft, kvm, kernel)"},
+      {"unknown backend, no profile", ram + " --backend bogus", 2, "unknown backend 'bogus'"},
+      {"not a Linux guest, no profile", "--ram " + garbage_ram, 1,
+       "no Linux kernel banner (linux_banner) in guest RAM"},
+      {"empty cache option", ram + " --cache ''", 2, "--cache needs a directory"},
       {"unknown machine", ram + " --machine vax --profile " + g.profile(), 2,
        "unknown machine type"},
   };
@@ -102,11 +106,11 @@ TEST(CliErrors, EachBadInputGetsAClearErrorAndExitCode) {
 }
 
 TEST(CliErrors, HelpDescribesTheOptions) {
-  for (const char* tool : {"pidlist", "pslist", "credlist", "syscalldmp"}) {
+  for (const char* tool : {"pidlist", "pslist", "credlist", "syscalldmp", "imee-profile"}) {
     RunResult r = run(LabGuest::tools() + "/" + tool + " --help");
     EXPECT_EQ(r.status, 0);
-    for (const char* opt :
-         {"--pid", "--ram", "--profile", "--kernel", "--symbols", "--backend", "--json"})
+    for (const char* opt : {"--pid", "--ram", "--profile", "--kernel", "--symbols", "--cache",
+                            "--no-cache", "--backend", "--json"})
       EXPECT_NE(r.out.find(opt), std::string::npos) << tool << " --help lacks " << opt;
   }
 }

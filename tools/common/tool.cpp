@@ -12,6 +12,8 @@
 #include <iostream>
 #include <string_view>
 
+#include "imee/guest_profile.hpp"
+
 namespace imee::tools {
 
 namespace {
@@ -22,11 +24,15 @@ Target (one of):
                      (needs share=on memory: memory-backend-file or memory-backend-memfd)
   --ram FILE         a guest RAM file or a dump (raw, or an ELF64 core from dump-guest-memory)
   --machine TYPE     RAM layout: flat, pc or q35 (default: from QEMU's command line; flat for files)
-Profile:
-  --profile FILE     cached profile (JSON); built and written there if missing and the two below
-                     are given
-  --kernel FILE      guest kernel image (vmlinuz, vmlinux) or raw BTF (/sys/kernel/btf/vmlinux)
+Profile (none needed: by default the kernel's BTF and kallsyms are read from guest memory and
+the profile is cached per kernel build; these take precedence):
+  --profile FILE     a profile: ImEE JSON or a Volatility 3 ISF (.json or .json.xz); with
+                     --kernel, built and written there if missing
+  --kernel FILE      guest kernel image (vmlinuz, vmlinux) or raw BTF (/sys/kernel/btf/vmlinux);
+                     without --symbols, an image's own kallsyms tables give the symbols
   --symbols FILE     guest kallsyms dump or System.map
+  --cache DIR        profile cache (default $XDG_CACHE_HOME/imee, else ~/.cache/imee)
+  --no-cache         neither read nor write the profile cache
 Backend and output:
   --backend NAME     soft, kvm, kernel or auto (default auto: on a host with VT-x/AMD-V the
                      kernel backend if the patched kvm-intel is loaded and --pid is given,
@@ -43,12 +49,13 @@ class UsageError : public Exception {
 };
 
 void print_usage(const ToolInfo& info, std::FILE* to) {
-  std::fprintf(to, "usage: %s (--pid PID | --ram FILE) --profile FILE [options]\n%s\n%s%s",
-               info.name, info.summary, info.extra_usage, kCommonUsage);
+  std::fprintf(to, "usage: %s (--pid PID | --ram FILE) [options]\n%s\n%s%s", info.name,
+               info.summary, info.extra_usage, kCommonUsage);
 }
 
 Options parse(int argc, char** argv, const ToolInfo& info) {
   Options o;
+  o.cache_dir = default_profile_cache();
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     auto value = [&]() -> std::string {
@@ -76,8 +83,15 @@ Options parse(int argc, char** argv, const ToolInfo& info) {
       o.kernel_path = value();
     } else if (arg == "--symbols") {
       o.symbols_path = value();
+    } else if (arg == "--cache") {
+      o.cache_dir = value();
+      if (o.cache_dir.empty()) throw UsageError("--cache needs a directory");
+    } else if (arg == "--no-cache") {
+      o.cache_dir.clear();
     } else if (arg == "--backend") {
       o.backend = value();
+      if (o.backend != "auto" && o.backend != "soft" && o.backend != "kvm" && o.backend != "kernel")
+        throw UsageError("unknown backend '" + o.backend + "' (valid: auto, soft, kvm, kernel)");
     } else if (arg == "--json") {
       o.json = true;
     } else if (arg == "--stats") {
@@ -91,18 +105,24 @@ Options parse(int argc, char** argv, const ToolInfo& info) {
   }
   if (!o.target.qemu_pid && o.target.ram_path.empty())
     throw UsageError("no target: give --pid PID or --ram FILE");
-  if (o.profile_path.empty() && (o.kernel_path.empty() || o.symbols_path.empty()))
-    throw UsageError("no profile: give --profile FILE, or --kernel and --symbols to build one");
   return o;
 }
 
-LinuxProfile open_profile(const Options& o) {
-  const bool can_build = !o.kernel_path.empty() && !o.symbols_path.empty();
-  if (!o.profile_path.empty() && (!can_build || std::filesystem::exists(o.profile_path)))
-    return LinuxProfile::load(o.profile_path);
-  LinuxProfile profile = LinuxProfile::build(o.kernel_path, o.symbols_path);
-  if (!o.profile_path.empty()) profile.save(o.profile_path);
-  return profile;
+// The session, with the profile from (in this order) --profile if it exists, --kernel
+// [--symbols] (saved to --profile if given), or guest memory (and the cache).
+std::unique_ptr<LinuxSession> open_session(const Options& o) {
+  if (!o.profile_path.empty() || !o.kernel_path.empty()) {
+    const bool can_build = !o.kernel_path.empty();
+    LinuxProfile profile;
+    if (!o.profile_path.empty() && (!can_build || std::filesystem::exists(o.profile_path))) {
+      profile = LinuxProfile::load(o.profile_path);
+    } else {
+      profile = LinuxProfile::build(o.kernel_path, o.symbols_path);
+      if (!o.profile_path.empty()) profile.save(o.profile_path);
+    }
+    return LinuxSession::open(o.target, std::move(profile), o.backend);
+  }
+  return LinuxSession::open_zero_config(o.target, o.backend, o.cache_dir);
 }
 
 // kB of field `key` in /proc/self/status, or in the /proc/self/smaps block of the mapping that
@@ -167,8 +187,11 @@ int run_tool(int argc, char** argv, const ToolInfo& info,
   try {
     Context ctx;
     ctx.options = parse(argc, argv, info);
-    ctx.session =
-        LinuxSession::open(ctx.options.target, open_profile(ctx.options), ctx.options.backend);
+    ctx.session = open_session(ctx.options);
+    for (const std::string& w : ctx.session->profile_warnings())
+      std::fprintf(stderr, "%s: warning: %s\n", info.name, w.c_str());
+    if (ctx.options.stats && !ctx.session->profile_origin().empty())
+      std::fprintf(stderr, "stats: profile %s\n", ctx.session->profile_origin().c_str());
     body(ctx);
     std::cout.flush();
     if (ctx.options.stats)

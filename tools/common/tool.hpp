@@ -26,6 +26,7 @@ struct Options {
   std::string profile_path;
   std::string kernel_path;   // vmlinuz / vmlinux / raw BTF, to build a profile
   std::string symbols_path;  // kallsyms / System.map, to build a profile or resolve addresses
+  std::string cache_dir;     // zero-config profile cache ("" with --no-cache)
   std::string backend = "auto";
   bool json = false;
   bool stats = false;
@@ -37,8 +38,9 @@ struct Context {
   std::unique_ptr<LinuxSession> session;  // owns the target and the backend
 };
 
-// Parses the common options, opens the session, runs `body`, prints errors and maps them to exit
-// codes. `body` prints the tool's output (text, or JSON with --json).
+// Parses the common options (every value checked before any work), opens the session, runs `body`,
+// prints errors and maps them to exit codes. `body` prints the tool's output (text, or JSON with
+// --json).
 int run_tool(int argc, char** argv, const ToolInfo& info,
              const std::function<void(Context&)>& body);
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,9 @@ class KernelTypes {
   // section, or a compressed kernel image (bzImage/vmlinuz with a gzip, xz, lzma or zstd payload).
   // Throws imee::Exception with a clear message for missing, unrecognised or corrupt input.
   static KernelTypes load(const std::string& path);
+  // Parses raw BTF bytes (e.g. the kernel's .BTF read from guest memory); `origin` names them in
+  // messages. Throws imee::Exception on corrupt input.
+  static KernelTypes from_btf(std::span<const std::uint8_t> raw, const std::string& origin);
 
   KernelTypes(KernelTypes&&) noexcept;
   KernelTypes& operator=(KernelTypes&&) noexcept;
@@ -42,6 +46,9 @@ class KernelTypes {
   const std::vector<Banner>& banners() const { return banners_; }
   // The banner at `text_offset` from _text (pass linux_banner's offset), or "" if none is there.
   std::string banner_at(std::uint64_t text_offset) const;
+
+  // The parsed BTF (libbpf's), for walking every type (e.g. the ISF exporter); owned by this.
+  const struct btf* btf() const { return btf_.get(); }
 
  private:
   struct BtfDeleter {

@@ -4,11 +4,18 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
 namespace imee {
+
+class KernelTypes;
+class SymbolTable;
 
 // Byte offsets (and the sizes that vary between kernel versions) from BTF.
 struct LinuxLayout {
@@ -30,14 +37,40 @@ struct LinuxProfile {
   std::uint64_t syscall_slots = 0;  // sys_call_table size bound, from the next symbol's address
   LinuxLayout layout{};
   std::string symbols_path;  // the full symbol list it was built from (for address resolution)
+  // The full symbol list itself when it came with the profile (an ISF), else null: then
+  // symbols_path names it.
+  std::shared_ptr<const SymbolTable> all_symbols;
+  // Where the kernel's .BTF is (offset from _text, bytes) and a hash of it, when it was read
+  // from guest memory (0 otherwise): what tells one build from another beside the banner.
+  std::uint64_t btf_offset = 0, btf_size = 0, btf_hash = 0;
 
-  // `btf_source`: vmlinuz, vmlinux or raw BTF. `symbols_path`: a kallsyms dump or System.map.
+  // `btf_source`: vmlinuz, vmlinux or raw BTF. `symbols_path`: a kallsyms dump or System.map;
+  // empty: the kallsyms tables of the kernel image `btf_source` itself.
   static LinuxProfile build(const std::string& btf_source, const std::string& symbols_path);
+  // From parsed types and symbols (any boot's addresses); the names are for messages.
+  static LinuxProfile build(const KernelTypes& types, const SymbolTable& symbols,
+                            const std::string& types_origin, const std::string& symbols_origin);
+  // The same from any source of types: `member` gives a member's byte offset and size (through
+  // anonymous members; nullopt for bitfields and absent members), `size` a type's size.
+  struct MemberInfo {
+    std::uint64_t offset = 0, size = 0;
+  };
+  using MemberLookup =
+      std::function<std::optional<MemberInfo>(std::string_view type, std::string_view member)>;
+  using SizeLookup = std::function<std::optional<std::uint64_t>(std::string_view type)>;
+  static LinuxProfile build(const MemberLookup& member, const SizeLookup& size,
+                            const SymbolTable& symbols, const std::string& types_origin,
+                            const std::string& symbols_origin);
   // Loads a cached profile; throws imee::Exception on a missing, malformed or incomplete file.
   static LinuxProfile load(const std::string& path);
   void save(const std::string& path) const;
 
   std::uint64_t symbol_offset(std::string_view name) const;  // throws if absent
+  // The full symbol list (all_symbols, or loaded from symbols_path); throws if there is none.
+  SymbolTable full_symbols() const;
 };
+
+// A hash of BTF bytes (64-bit, not cryptographic): tells kernel builds apart in the cache.
+std::uint64_t hash_btf(std::span<const std::uint8_t> btf);
 
 }  // namespace imee

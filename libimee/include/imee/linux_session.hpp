@@ -36,6 +36,12 @@ class LinuxSession {
   // live tests open.
   static std::unique_ptr<LinuxSession> open(const TargetSpec& spec, LinuxProfile profile,
                                             const std::string& backend_name = "auto");
+  // The same with no profile given: the kernel's profile comes from guest memory itself (its
+  // BTF and kallsyms tables, guest_profile.hpp), from `cache_dir` when that holds this build,
+  // and is saved there otherwise ("" = no cache; default_profile_cache() is the usual one).
+  static std::unique_ptr<LinuxSession> open_zero_config(const TargetSpec& spec,
+                                                        const std::string& backend_name,
+                                                        const std::string& cache_dir);
 
   // A session over a backend the caller owns (which must outlive it); the kernel is located
   // through it, or given (e.g. found through a SoftBackend over the same RAM).
@@ -49,6 +55,10 @@ class LinuxSession {
   const std::string& backend_choice() const { return backend_choice_; }  // why auto chose it
   const LinuxProfile& profile() const { return profile_; }
   const KernelLocation& kernel() const { return kernel_; }
+  // Where the profile came from (open_zero_config: cache hit or built from memory, and how long
+  // it took; "" otherwise), and what went wrong on the way without stopping it.
+  const std::string& profile_origin() const { return profile_origin_; }
+  const std::vector<std::string>& profile_warnings() const { return profile_warnings_; }
   const AddressSpace& kernel_space() const { return kernel_.space; }
 
   std::uint64_t symbol(std::string_view name) const;  // this boot's VA
@@ -71,6 +81,7 @@ class LinuxSession {
   void read_batch(std::span<ReadRequest> requests) { backend_->read_batch(requests); }
 
  private:
+  void adopt(std::unique_ptr<Target> target, const std::string& backend_name);
   // Owned by a session from open(), destroyed backend first.
   std::unique_ptr<Target> target_;
   std::unique_ptr<MemoryBackend> owned_backend_;
@@ -78,6 +89,8 @@ class LinuxSession {
   MemoryBackend* backend_;
   LinuxProfile profile_;
   KernelLocation kernel_;
+  std::string profile_origin_;
+  std::vector<std::string> profile_warnings_;
 };
 
 }  // namespace imee

@@ -23,6 +23,11 @@ class SymbolTable {
   // without privilege).
   static SymbolTable load(const std::string& path);
   static SymbolTable parse(std::string_view text, const std::string& origin);
+  // A table of symbols from elsewhere (e.g. decoded from kallsyms in guest memory); the same
+  // checks as parse().
+  static SymbolTable from_symbols(std::vector<Symbol> symbols, const std::string& origin);
+  // Writes the table in kallsyms format ("address type name" lines), atomically.
+  void save(const std::string& path) const;
 
   // Address of the first symbol called `name`: the lowest address, ties in file order (module
   // symbols "[mod]" are dropped at parse time). Thread-safe; a hash index is built on first use.
@@ -47,6 +52,7 @@ class SymbolTable {
 
  private:
   struct NameIndex;  // see symbols.cpp
+  static SymbolTable from_checked(SymbolTable table, bool all_zero, const std::string& origin);
   void reindex();
 
   std::vector<Symbol> symbols_;

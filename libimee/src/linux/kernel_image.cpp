@@ -398,9 +398,27 @@ std::vector<KernelBanner> find_banners(Bytes data) {
   return out;
 }
 
+// The loadable segments laid out from _text, as in memory (the per-cpu segment, linked at 0,
+// is not part of the image's mapping).
+std::vector<std::uint8_t> lay_out(Bytes elf, std::uint64_t& text_va, const std::string& what) {
+  const std::vector<LoadSegment> segments = load_segments(elf);
+  if (segments.empty()) throw Exception(what + ": ELF has no loadable segments");
+  text_va = segments.front().vaddr;
+  std::uint64_t end = text_va;
+  for (const LoadSegment& s : segments)
+    if (s.vaddr >= text_va && s.offset <= elf.size() && s.filesz <= elf.size() - s.offset)
+      end = std::max(end, s.vaddr + s.filesz);
+  if (end - text_va > kMaxDecompressed) throw Exception(what + ": implausible segment layout");
+  std::vector<std::uint8_t> out(end - text_va);
+  for (const LoadSegment& s : segments)
+    if (s.vaddr >= text_va && s.offset <= elf.size() && s.filesz <= elf.size() - s.offset)
+      std::memcpy(out.data() + (s.vaddr - text_va), elf.data() + s.offset, s.filesz);
+  return out;
+}
+
 }  // namespace
 
-KernelImage read_kernel_image(const std::string& path) {
+KernelImage read_kernel_image(const std::string& path, KernelImagePart part) {
   const InputFile file(path, kMaxDecompressed);
   const Bytes input = file.bytes();
   if (input.empty()) throw Exception(path + ": file is empty");
@@ -422,6 +440,7 @@ KernelImage read_kernel_image(const std::string& path) {
     }
     parse_btf(elf.subspan(btf->offset, btf->size), what + " .BTF");
     image.banners = find_banners(elf);
+    if (part == KernelImagePart::kWhole) image.loaded = lay_out(elf, image.text_va, what);
   };
 
   // Raw BTF, either byte order (libbpf swaps); then ELF; then a compressed kernel.
@@ -449,12 +468,13 @@ KernelImage read_kernel_image(const std::string& path) {
     try {
       BtfScanner scan;
       std::optional<Section> btf;
-      const Buffer vmlinux = decompress(
-          *codec, *payload, hint, [&](Bytes prefix) { return (btf = scan(prefix)).has_value(); });
+      const Buffer vmlinux = decompress(*codec, *payload, hint, [&](Bytes prefix) {
+        return (btf = scan(prefix)).has_value() && part == KernelImagePart::kBtf;
+      });
       if (!starts_with(vmlinux.bytes(), kElfMagic))
         throw Exception(what + ": decompressed kernel is not an ELF image");
-      if (!btf) {
-        from_elf(vmlinux.bytes(), what);  // decoded whole after all: use the section table
+      if (!btf || part == KernelImagePart::kWhole) {
+        from_elf(vmlinux.bytes(), what);  // decoded whole: use the section table
       } else {
         parse_btf(vmlinux.bytes().subspan(btf->offset, btf->size), what + " .BTF");
         image.banners = find_banners(vmlinux.bytes());  // linux_banner is in .rodata, before .BTF

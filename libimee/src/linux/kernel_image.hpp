@@ -15,11 +15,19 @@ struct KernelImage {
   std::vector<std::uint8_t> btf;  // the raw .BTF bytes
   std::string btf_origin;         // where they came from, for messages
   std::vector<KernelBanner> banners;
+  // With KernelImagePart::kWhole: the image as the kernel is laid out in memory from _text
+  // (the ELF's loadable segments at their addresses, the per-cpu segment left out), and the
+  // link-time address of _text.
+  std::vector<std::uint8_t> loaded;
+  std::uint64_t text_va = 0;
 };
+
+enum class KernelImagePart { kBtf, kWhole };
 
 // Reads a raw BTF file (a copy of /sys/kernel/btf/vmlinux), an ELF vmlinux with a .BTF section,
 // or a compressed kernel image (bzImage/vmlinuz with a gzip, xz, lzma or zstd payload). Throws
 // imee::Exception with a clear message for missing, unrecognised or corrupt input.
-KernelImage read_kernel_image(const std::string& path);
+KernelImage read_kernel_image(const std::string& path,
+                              KernelImagePart part = KernelImagePart::kBtf);
 
 }  // namespace imee

@@ -150,6 +150,14 @@ KernelTypes KernelTypes::load(const std::string& path) {
   return types;
 }
 
+KernelTypes KernelTypes::from_btf(std::span<const std::uint8_t> raw, const std::string& origin) {
+  if (raw.size() < 24) throw Exception(origin + ": too small to be BTF");
+  if (raw.size() > UINT32_MAX) throw Exception(origin + ": BTF larger than 4 GiB");
+  KernelTypes types;
+  types.btf_.reset(new_btf(raw, origin));
+  return types;
+}
+
 std::optional<KernelTypes::Member> KernelTypes::member(std::string_view type_name,
                                                        std::string_view member_name) const {
   if (!btf_ || member_name.empty()) return std::nullopt;

@@ -219,11 +219,10 @@ SyscallDispatch syscall_dispatch(LinuxSession& session, const SymbolTable& symbo
 }
 
 SymbolTable boot_symbols(const LinuxSession& session, const std::string& path) {
-  const std::string& list = path.empty() ? session.profile().symbols_path : path;
-  if (list.empty()) throw Exception("no symbol list to resolve addresses: give --symbols");
-  SymbolTable symbols = SymbolTable::load(list);
+  SymbolTable symbols = path.empty() ? session.profile().full_symbols() : SymbolTable::load(path);
+  const std::string origin = path.empty() ? "the profile's symbol list" : path;
   const auto listed_text = symbols.find("_text");
-  if (!listed_text) throw Exception(list + ": no _text symbol");
+  if (!listed_text) throw Exception(origin + ": no _text symbol");
   symbols.shift(static_cast<std::int64_t>(session.kernel().text_va - *listed_text));
   return symbols;
 }

@@ -1,9 +1,11 @@
 #include "imee/linux_session.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 
 #include "imee/backends.hpp"
+#include "imee/guest_profile.hpp"
 #include "imee/soft_backend.hpp"
 
 namespace imee {
@@ -103,6 +105,14 @@ LinuxSession::LinuxSession(MemoryBackend& backend, LinuxProfile profile,
                            const KernelLocation& kernel)
     : backend_(&backend), profile_(std::move(profile)), kernel_(kernel) {}
 
+void LinuxSession::adopt(std::unique_ptr<Target> target, const std::string& backend_name) {
+  std::string why;
+  owned_backend_ = make_backend(backend_name, *target, agent_home(), &why);
+  backend_ = owned_backend_.get();
+  backend_choice_ = why;
+  target_ = std::move(target);
+}
+
 std::unique_ptr<LinuxSession> LinuxSession::open(const TargetSpec& spec, LinuxProfile profile,
                                                  const std::string& backend_name) {
   auto target = std::make_unique<Target>(Target::open(spec));
@@ -111,12 +121,51 @@ std::unique_ptr<LinuxSession> LinuxSession::open(const TargetSpec& spec, LinuxPr
   SoftBackend locator(target->ram());
   const KernelLocation kernel = locate_kernel(locator, profile);
   auto session = std::make_unique<LinuxSession>(locator, std::move(profile), kernel);
-  std::string why;
-  session->owned_backend_ = make_backend(backend_name, *target, session->agent_home(), &why);
-  session->backend_ = session->owned_backend_.get();
-  session->backend_choice_ = why;
-  session->target_ = std::move(target);
+  session->adopt(std::move(target), backend_name);
   return session;
+}
+
+std::unique_ptr<LinuxSession> LinuxSession::open_zero_config(const TargetSpec& spec,
+                                                             const std::string& backend_name,
+                                                             const std::string& cache_dir) {
+  auto target = std::make_unique<Target>(Target::open(spec));
+  SoftBackend locator(target->ram());
+  // A banner whose image turns out not to be the live kernel (an earlier boot's copy) is
+  // excluded and the next one tried.
+  std::vector<std::uint64_t> rejected;
+  std::vector<std::string> warnings;
+  std::string locate_error;
+  for (;;) {
+    GuestProfile gp;
+    try {
+      gp = guest_profile(target->ram(), cache_dir, rejected);
+    } catch (const Exception&) {
+      if (!locate_error.empty()) throw Exception(locate_error);  // every banner tried
+      throw;
+    }
+    warnings.insert(warnings.end(), gp.warnings.begin(), gp.warnings.end());
+    KernelLocation kernel;
+    try {
+      kernel = locate_kernel(locator, gp.profile);
+    } catch (const Exception& e) {
+      locate_error = e.what();
+      const std::vector<GuestBanner> banners = find_guest_banners(target->ram());
+      bool excluded = false;
+      for (const GuestBanner& b : banners)
+        if (b.text == gp.profile.banner &&
+            std::find(rejected.begin(), rejected.end(), b.gpa) == rejected.end()) {
+          rejected.push_back(b.gpa);
+          excluded = true;
+        }
+      if (!excluded) throw;
+      continue;
+    }
+    auto session = std::make_unique<LinuxSession>(locator, std::move(gp.profile), kernel);
+    session->profile_origin_ = gp.how;
+    session->profile_warnings_ = std::move(warnings);
+    session->adopt(std::move(target), backend_name);
+    return session;
+  }
 }
 
 std::uint64_t LinuxSession::symbol(std::string_view name) const {

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <utility>
@@ -160,6 +162,20 @@ SymbolTable SymbolTable::parse(std::string_view text, const std::string& origin)
     throw Exception(origin + (module_symbols ? ": only module symbols, no kernel symbols"
                                              : ": no symbols (empty file?)"));
   }
+  return from_checked(std::move(table), all_zero, origin);
+}
+
+SymbolTable SymbolTable::from_symbols(std::vector<Symbol> symbols, const std::string& origin) {
+  if (symbols.empty()) throw Exception(origin + ": no symbols");
+  const bool all_zero =
+      std::all_of(symbols.begin(), symbols.end(), [](const Symbol& s) { return s.address == 0; });
+  SymbolTable table;
+  table.symbols_ = std::move(symbols);
+  return from_checked(std::move(table), all_zero, origin);
+}
+
+SymbolTable SymbolTable::from_checked(SymbolTable table, bool all_zero, const std::string& origin) {
+  std::vector<Symbol>& symbols = table.symbols_;
   if (all_zero) {
     throw Exception(origin +
                     ": every symbol address is zero: this kallsyms was read without privilege "
@@ -172,6 +188,30 @@ SymbolTable SymbolTable::parse(std::string_view text, const std::string& origin)
     std::stable_sort(symbols.begin(), symbols.end(), by_address);
   table.reindex();
   return table;
+}
+
+void SymbolTable::save(const std::string& path) const {
+  std::string text;
+  text.reserve(symbols_.size() * 48);
+  char address[20];
+  for (const Symbol& s : symbols_) {
+    std::snprintf(address, sizeof address, "%016llx ", static_cast<unsigned long long>(s.address));
+    ((text += address) += s.type) += ' ';
+    (text += s.name) += '\n';
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (out) out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    if (!out || !out.flush()) {
+      std::remove(tmp.c_str());
+      throw Exception(path + ": cannot write the symbol list");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Exception(path + ": cannot write the symbol list: " + std::strerror(errno));
+  }
 }
 
 void SymbolTable::reindex() {
