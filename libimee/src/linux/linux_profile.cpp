@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@ namespace {
 constexpr const char* kProfileSymbols[] = {
     "_text",        "_etext",       "entry_SYSCALL_64", "init_task",
     "init_top_pgt", "linux_banner", "page_offset_base", "sys_call_table",
+    "init_pid_ns",  "init_cred",    "modules",
 };
 
 // One table maps JSON keys to layout fields, for building, saving and loading alike.
@@ -51,9 +53,66 @@ constexpr LayoutField kLayoutFields[] = {
     {"cred.cap_ambient", &LinuxLayout::cred_cap_ambient},
     {"sizeof(kernel_cap_t)", &LinuxLayout::cap_size},
     {"sizeof(cred)", &LinuxLayout::cred_size},
+    {"pid_namespace.idr", &LinuxLayout::pidns_idr},
+    {"idr.idr_rt", &LinuxLayout::idr_rt},
+    {"xarray.xa_head", &LinuxLayout::xarray_head},
+    {"xa_node.shift", &LinuxLayout::xa_node_shift},
+    {"xa_node.slots", &LinuxLayout::xa_node_slots},
+    {"sizeof(xa_node.slots)", &LinuxLayout::xa_slots_size},
+    {"pid.tasks", &LinuxLayout::pid_tasks},
+    {"pid.numbers", &LinuxLayout::pid_numbers},
+    {"upid.nr", &LinuxLayout::upid_nr},
+    {"task_struct.pid_links", &LinuxLayout::task_pid_links},
+    {"task_struct.signal", &LinuxLayout::task_signal},
+    {"signal_struct.thread_head", &LinuxLayout::signal_thread_head},
+    {"task_struct.thread_node", &LinuxLayout::task_thread_node},
+    {"cred.usage", &LinuxLayout::cred_usage},
+    {"sizeof(cred.usage)", &LinuxLayout::cred_usage_size},
+    {"module.list", &LinuxLayout::module_list},
+    {"module.name", &LinuxLayout::module_name},
+    {"sizeof(module.name)", &LinuxLayout::module_name_size},
+    {"module.text_base", &LinuxLayout::module_text_base},
+    {"module.text_size", &LinuxLayout::module_text_size},
+    {"module.core_size", &LinuxLayout::module_core_size},
+    {"module.kallsyms", &LinuxLayout::module_kallsyms},
+    {"mod_kallsyms.symtab", &LinuxLayout::kallsyms_symtab},
+    {"mod_kallsyms.num_symtab", &LinuxLayout::kallsyms_num_symtab},
+    {"mod_kallsyms.strtab", &LinuxLayout::kallsyms_strtab},
+    {"ftrace_ops.func", &LinuxLayout::ftrace_ops_func},
+    {"ftrace_ops.next", &LinuxLayout::ftrace_ops_next},
+    {"ftrace_ops.flags", &LinuxLayout::ftrace_ops_flags},
+    {"ftrace_ops.trampoline", &LinuxLayout::ftrace_ops_trampoline},
+    {"ftrace_ops.func_hash", &LinuxLayout::ftrace_ops_func_hash},
+    {"ftrace_ops_hash.filter_hash", &LinuxLayout::ftrace_ops_hash_filter},
+    {"ftrace_hash.size_bits", &LinuxLayout::ftrace_hash_size_bits},
+    {"ftrace_hash.buckets", &LinuxLayout::ftrace_hash_buckets},
+    {"ftrace_func_entry.ip", &LinuxLayout::ftrace_func_entry_ip},
 };
 
+// A module's core text and whole core: struct module_layout core_layout (to 6.3), or
+// struct module_memory mem[MOD_MEM_NUM_TYPES] with mem[MOD_TEXT = 0] (6.4 on).
+std::optional<std::uint64_t> module_field(const KernelTypes& types, const std::string& key) {
+  if (auto core = types.member("module", "core_layout")) {
+    const char* inner = key == "module.text_base"   ? "base"
+                        : key == "module.text_size" ? "text_size"
+                                                    : "size";
+    if (auto m = types.member("module_layout", inner)) return core->offset + m->offset;
+    return std::nullopt;
+  }
+  if (auto mem = types.member("module", "mem")) {
+    // module_memory.size of MOD_TEXT: its text; the whole core is not one range there, so the
+    // text bounds it too (ftrace_ops and such are attributed by their functions).
+    const char* inner = key == "module.text_base" ? "base" : "size";
+    if (auto m = types.member("module_memory", inner)) return mem->offset + m->offset;
+  }
+  return std::nullopt;
+}
+
 std::uint64_t from_btf(const KernelTypes& types, const std::string& key) {
+  if (key == "module.text_base" || key == "module.text_size" || key == "module.core_size") {
+    if (auto v = module_field(types, key)) return *v;
+    throw Exception("kernel BTF lacks " + key + " (neither module.core_layout nor module.mem)");
+  }
   if (key.starts_with("sizeof(")) {
     const std::string inner = key.substr(7, key.size() - 8);
     const auto dot = inner.find('.');
@@ -77,6 +136,8 @@ void check_layout(const LinuxLayout& l, const std::string& origin) {
   if (l.cap_size != 8)
     throw Exception(origin + ": unsupported kernel_cap_t size " + std::to_string(l.cap_size));
   if (l.comm_size == 0 || l.comm_size > 64) throw Exception(origin + ": implausible comm size");
+  if (l.cred_usage_size != 4 && l.cred_usage_size != 8)
+    throw Exception(origin + ": unsupported cred.usage size " + std::to_string(l.cred_usage_size));
   for (const LayoutField& f : kLayoutFields)
     if (l.*f.field > (1u << 16)) throw Exception(origin + ": implausible offset for " + f.key);
 }
@@ -92,12 +153,18 @@ std::uint64_t unsigned_at(const nlohmann::json& j, const std::string& bad) {
 }  // namespace
 
 LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::string& symbols_path) {
-  const KernelTypes types = KernelTypes::load(btf_source);
   const SymbolTable symbols = SymbolTable::load(symbols_path);
   LinuxProfile p;
   p.symbols_path = symbols_path;
   const auto text = symbols.find("_text");
   if (!text) throw Exception(symbols_path + ": no _text symbol; is this a kernel symbol list?");
+  // sys_call_table as the image links it: the handlers the kernel's own image puts there.
+  std::vector<KernelTypes::ImageRange> ranges;
+  const auto table_at = symbols.find("sys_call_table");
+  const auto table_end = table_at ? symbols.next_address_after(*table_at) : std::nullopt;
+  if (table_at && table_end && *table_end - *table_at <= 8 * 4096)
+    ranges.push_back({*table_at - *text, *table_end - *table_at});
+  const KernelTypes types = KernelTypes::load(btf_source, ranges);
   for (const char* name : kProfileSymbols) {
     const auto addr = symbols.find(name);
     if (!addr) throw Exception(symbols_path + ": symbol '" + name + "' is missing");
@@ -113,6 +180,20 @@ LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::strin
   const auto next = symbols.next_address_after(table);
   if (!next) throw Exception(symbols_path + ": cannot bound sys_call_table (no symbol after it)");
   p.syscall_slots = (*next - table) / 8;
+  if (!ranges.empty() && !types.image_range(0).empty()) {
+    // Link-time addresses: the image's _text is its first PT_LOAD's address, 0xffffffff81000000
+    // on x86-64 (every KASLR boot adds its slide to all of them).
+    const std::vector<std::uint8_t>& raw = types.image_range(0);
+    const std::uint64_t link_text = 0xffffffff81000000ull;
+    for (std::size_t i = 0; i + 8 <= raw.size(); i += 8) {
+      std::uint64_t v = 0;
+      for (int b = 7; b >= 0; --b) v = v << 8 | raw[i + b];
+      p.syscall_handlers.push_back(v >= link_text && v - link_text < (1ull << 30) ? v - link_text
+                                                                                  : 0);
+    }
+    while (!p.syscall_handlers.empty() && p.syscall_handlers.back() == 0)
+      p.syscall_handlers.pop_back();
+  }
   for (const LayoutField& f : kLayoutFields) p.layout.*f.field = from_btf(types, f.key);
   check_layout(p.layout, btf_source);
   return p;
@@ -125,6 +206,7 @@ void LinuxProfile::save(const std::string& path) const {
   j["banner"] = banner;
   j["symbols_path"] = symbols_path;
   j["syscall_slots"] = syscall_slots;
+  j["syscall_handlers"] = syscall_handlers;
   for (const auto& [name, offset] : symbols) j["symbols"][name] = offset;
   for (const LayoutField& f : kLayoutFields) j["layout"][f.key] = layout.*f.field;
   const std::string tmp = path + ".tmp";
@@ -156,6 +238,10 @@ LinuxProfile LinuxProfile::load(const std::string& path) {
     p.banner = j.at("banner").get<std::string>();
     p.symbols_path = j.at("symbols_path").get<std::string>();
     p.syscall_slots = unsigned_at(j.at("syscall_slots"), bad);
+    for (const auto& h : j.at("syscall_handlers"))
+      p.syscall_handlers.push_back(unsigned_at(h, bad));
+    if (p.syscall_handlers.size() > p.syscall_slots)
+      throw Exception(bad + "more syscall_handlers than syscall_slots");
     for (const char* name : kProfileSymbols)
       p.symbols[name] = unsigned_at(j.at("symbols").at(name), bad);
     for (const LayoutField& f : kLayoutFields)
