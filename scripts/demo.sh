@@ -28,7 +28,7 @@ echo
 echo "== the lab rootkit (tests/lab/rootkit/imee_rk.c): hide a process, hook system calls, steal"
 echo "   and write credentials; the guest's module reports what it did"
 lab() { LAB_BUILD_DIR=$build/lab "$repo/tests/lab/lab.sh" query "$run" "$1"; }
-lab "rk load hide sct ftrace steal write"
+lab "rk load hide sct ftrace kprobe steal write"
 # findings exit with status 3: show them, do not stop the demo
 catch() { "$build/tools/$1" "${target[@]}" "${@:2}" || [ $? -eq 3 ]; }
 echo

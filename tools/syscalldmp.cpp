@@ -60,8 +60,11 @@ int main(int argc, char** argv) {
       "            the untraced kernel's: its ftrace call site (after an endbr64) holds a call\n"
       "            (ftrace) or a jmp (inline hook) instead of the 5-byte nop, or an int3 "
       "(kprobe).\n"
-      "            A call is attributed to the ftrace_ops whose filter names the site, and\n"
-      "            each ops to the owner of its callback; IPMODIFY ops can redirect the call.\n"
+      "            A call is attributed to the ftrace_ops whose trampoline it calls or whose\n"
+      "            filter names the site, and each ops to the owner of its callback (IPMODIFY\n"
+      "            ops can redirect the call); a kprobe at the site (kprobe_table) to the owner "
+      "of\n"
+      "            its pre_handler.\n"
       "Every address outside core kernel text is named by its owner: the module (the guest's\n"
       "module list: name and core text range) and the module's own symbol (its kallsyms).\n"
       "Each flagged entry is a finding (exit status 3).\n"
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
     const imee::SyscallDispatch dispatch = imee::syscall_dispatch(s, symbols);
     const std::vector<imee::KernelModule> modules = imee::kernel_modules(s);
     const std::vector<imee::FtraceOps> ops = imee::ftrace_ops_list(s, symbols);
+    const std::vector<imee::Kprobe> kprobes = imee::kprobe_list(s, symbols);
 
     const std::uint64_t text_begin = s.symbol("_text"), text_end = s.symbol("_etext");
     const std::vector<std::uint64_t>& image = s.profile().syscall_handlers;
@@ -119,6 +123,18 @@ int main(int argc, char** argv) {
                        {"ipmodify", ipmodify}});
         text += " ftrace_ops " + hex(o.address) + (by_trampoline ? " (its trampoline)" : "") +
                 " func " + owner.describe() + (ipmodify ? " IPMODIFY" : "");
+      }
+      // kprobes at the site (on ftrace call sites they run through kprobes' own ftrace_ops,
+      // whose callback is core kernel code: the probe's handlers name the real owner).
+      for (const imee::Kprobe& k : kprobes) {
+        if (k.addr != c.site && k.addr != c.function) continue;
+        const imee::AddressOwner owner = imee::address_owner(s, symbols, modules, k.pre_handler);
+        out.push_back({{"kprobe", k.address},
+                       {"addr", k.addr},
+                       {"pre_handler", k.pre_handler},
+                       {"post_handler", k.post_handler},
+                       {"owner", owner_json(owner)}});
+        text += " kprobe " + hex(k.address) + " pre_handler " + owner.describe();
       }
       return std::pair{out, text};
     };

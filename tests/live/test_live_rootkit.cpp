@@ -133,9 +133,10 @@ TEST_P(LiveRootkit, EveryAttackIsReportedExactlyAndNothingAfterCleanup) {
   const LabGuest g = guest();
   expect_clean("before the rootkit");
 
-  const RootkitReport rk = RootkitReport::parse(g.query("rk load hide sct ftrace steal write"));
+  const RootkitReport rk =
+      RootkitReport::parse(g.query("rk load hide sct ftrace kprobe steal write"));
   ASSERT_TRUE(rk.has("module") && rk.has("hidden") && rk.has("sct_module") && rk.has("sct_text") &&
-              rk.has("ftrace") && rk.has("cred_steal") && rk.has("cred_write"))
+              rk.has("ftrace") && rk.has("kprobe") && rk.has("cred_steal") && rk.has("cred_write"))
       << "the rootkit did not report every attack (did it load?)";
   const int hidden = static_cast<int>(rk.num("hidden", "pid"));
   EXPECT_EQ(hidden, rk.victims.at("rk-hidden"));
@@ -174,12 +175,14 @@ TEST_P(LiveRootkit, EveryAttackIsReportedExactlyAndNothingAfterCleanup) {
   // (b) the two table entries and the ftrace hook, with the module's name.
   const json sc = doc(tool("syscalldmp"), tools_findings, "syscalldmp");
   const std::uint64_t mod_nr = rk.num("sct_module", "nr"), text_nr = rk.num("sct_text", "nr");
-  const std::uint64_t kill_nr = 62;  // __x64_sys_kill on x86-64
+  const std::uint64_t kill_nr = 62;      // __x64_sys_kill on x86-64
+  const std::uint64_t getppid_nr = 110;  // __x64_sys_getppid, the kprobe's
   std::set<std::uint64_t> flagged;
   for (const json& e : sc["entries"])
     if (e["flags"] != "") flagged.insert(e["nr"].get<std::uint64_t>());
-  EXPECT_EQ(flagged, (std::set<std::uint64_t>{kill_nr, mod_nr, text_nr})) << sc["findings"];
-  EXPECT_EQ(sc["findings"], 3);
+  EXPECT_EQ(flagged, (std::set<std::uint64_t>{kill_nr, getppid_nr, mod_nr, text_nr}))
+      << sc["findings"];
+  EXPECT_EQ(sc["findings"], 4);
   const json& m = sc["entries"][mod_nr];
   EXPECT_EQ(m["flags"], "HOOKED");
   EXPECT_EQ(m["address"], rk.num("sct_module", "new"));
@@ -202,6 +205,21 @@ TEST_P(LiveRootkit, EveryAttackIsReportedExactlyAndNothingAfterCleanup) {
   EXPECT_EQ(hook["ftrace_ops"], rk.num("ftrace", "ops"));
   EXPECT_EQ(hook["owner"]["module"], "imee_rk");
   EXPECT_EQ(hook["ipmodify"], true);
+  // The kprobe: its site runs through kprobes' own ftrace_ops (core kernel code); the probe in
+  // kprobe_table names the module.
+  const json& p = sc["entries"][getppid_nr];
+  EXPECT_EQ(p["flags"], "TRACED") << p.dump();
+  int probes = 0;
+  for (const json& h : p["handler_entry"]["hooks"]) {
+    if (!h.contains("kprobe")) continue;
+    ++probes;
+    EXPECT_EQ(h["kprobe"], rk.num("kprobe", "kprobe"));
+    EXPECT_EQ(h["addr"], rk.num("kprobe", "addr"));  // the function, or past its endbr64
+    EXPECT_EQ(h["pre_handler"], rk.num("kprobe", "handler"));
+    EXPECT_EQ(h["owner"]["module"], "imee_rk");
+    EXPECT_EQ(h["owner"]["symbol"], "rk_kprobe_pre");
+  }
+  EXPECT_EQ(probes, 1) << p.dump();
   bool listed = false;
   for (const json& mod : sc["modules"]) listed |= mod["name"] == "imee_rk";
   EXPECT_TRUE(listed) << "the module list should show imee_rk";

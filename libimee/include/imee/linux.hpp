@@ -155,6 +155,13 @@ struct FtraceOps {
 std::vector<FtraceOps> ftrace_ops_list(LinuxSession& session, const SymbolTable& symbols);
 constexpr std::uint64_t kFtraceOpsFlSaveRegs = 1u << 1, kFtraceOpsFlIpModify = 1u << 12;
 
+// Every registered kprobe (kprobe_table's 64 hash lists; an aggregate probe, whose pre_handler
+// is aggr_pre_handler, stands for the probes on its list, which are listed instead).
+struct Kprobe {
+  std::uint64_t address = 0, addr = 0, pre_handler = 0, post_handler = 0;
+};
+std::vector<Kprobe> kprobe_list(LinuxSession& session, const SymbolTable& symbols);
+
 // What runs at a function's entry: its first bytes (an endbr64, then the 5-byte ftrace call site)
 // as they are in guest memory now.
 struct EntryCheck {

@@ -32,8 +32,10 @@ struct LinuxLayout {
       module_core_size, module_kallsyms, kallsyms_symtab, kallsyms_num_symtab, kallsyms_strtab;
   // ftrace_ops (ftrace_ops_list, chained by next) and their filter hashes.
   std::uint64_t ftrace_ops_func, ftrace_ops_next, ftrace_ops_flags, ftrace_ops_trampoline,
-      ftrace_ops_func_hash, ftrace_ops_hash_filter, ftrace_hash_size_bits, ftrace_hash_buckets,
-      ftrace_func_entry_ip;
+      ftrace_ops_func_hash, ftrace_ops_hash_filter,
+      // struct kprobe in kprobe_table's hash lists (and an aggregate's list of its probes).
+      kprobe_hlist, kprobe_list, kprobe_addr, kprobe_pre_handler, kprobe_post_handler,
+      ftrace_hash_size_bits, ftrace_hash_buckets, ftrace_func_entry_ip;
 };
 
 struct LinuxProfile {

@@ -505,6 +505,37 @@ std::vector<FtraceOps> ftrace_ops_list(LinuxSession& session, const SymbolTable&
   return out;
 }
 
+std::vector<Kprobe> kprobe_list(LinuxSession& session, const SymbolTable& symbols) {
+  const LinuxLayout& l = session.profile().layout;
+  const auto table = symbols.find("kprobe_table");
+  if (!table) return {};
+  const std::optional<std::uint64_t> aggr = symbols.find("aggr_pre_handler");
+  constexpr std::size_t kHeads = 64;  // KPROBE_TABLE_SIZE in 6.1 and 6.12
+  constexpr std::size_t kMax = 1u << 16;
+  std::vector<Kprobe> out;
+  auto read_probe = [&](std::uint64_t kp) {
+    return Kprobe{kp, session.u64(kp + l.kprobe_addr).value(),
+                  session.u64(kp + l.kprobe_pre_handler).value(),
+                  session.u64(kp + l.kprobe_post_handler).value()};
+  };
+  for (std::size_t i = 0; i < kHeads; ++i) {
+    for (std::uint64_t node = session.pointer(*table + i * 8).value(); node != 0;
+         node = session.pointer(node).value()) {
+      if (out.size() >= kMax) throw Exception("kprobe_table holds more than 65536 probes");
+      const Kprobe p = read_probe(node - l.kprobe_hlist);
+      if (!aggr || p.pre_handler != *aggr) {
+        out.push_back(p);
+        continue;
+      }
+      const std::uint64_t head = p.address + l.kprobe_list;
+      for (std::uint64_t n = session.pointer(head).value(); n != head && out.size() < kMax;
+           n = session.pointer(n).value())
+        out.push_back(read_probe(n - l.kprobe_list));
+    }
+  }
+  return out;
+}
+
 std::vector<EntryCheck> check_entries(LinuxSession& session,
                                       const std::vector<std::uint64_t>& functions) {
   constexpr std::size_t kBytes = 16;

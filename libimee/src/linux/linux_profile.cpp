@@ -87,6 +87,11 @@ constexpr LayoutField kLayoutFields[] = {
     {"ftrace_hash.size_bits", &LinuxLayout::ftrace_hash_size_bits},
     {"ftrace_hash.buckets", &LinuxLayout::ftrace_hash_buckets},
     {"ftrace_func_entry.ip", &LinuxLayout::ftrace_func_entry_ip},
+    {"kprobe.hlist", &LinuxLayout::kprobe_hlist},
+    {"kprobe.list", &LinuxLayout::kprobe_list},
+    {"kprobe.addr", &LinuxLayout::kprobe_addr},
+    {"kprobe.pre_handler", &LinuxLayout::kprobe_pre_handler},
+    {"kprobe.post_handler", &LinuxLayout::kprobe_post_handler},
 };
 
 // A module's core text and whole core: struct module_layout core_layout (to 6.3), or

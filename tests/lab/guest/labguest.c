@@ -903,7 +903,7 @@ static void cmd_flip(const char *arg)
 
 
 /*
- * rk load [hide] [sct] [ftrace] [steal] [write] [write_now] | rk write | rk report | rk unload:
+ * rk load [hide] [sct] [ftrace] [kprobe] [steal] [write] [write_now] | rk write | rk report | rk unload:
  * the lab rootkit (tests/lab/rootkit/imee_rk.ko, in the initramfs at RK_PATH). `load` forks one
  * victim per attack that needs a process (uid/gid 1000, sleeping): rk-hidden (hide: unlinked
  * from the task list; ftrace: kill() on it fails with ESRCH), rk-steal (steal: its cred pointers
@@ -982,7 +982,7 @@ static void cmd_rk(char *arg)
 {
     char *sub = arg ? strtok(arg, " ") : NULL;
     if (!sub) {
-        out("ERR rk load [hide] [sct] [ftrace] [steal] [write] [write_now] | rk write | rk report | rk unload\n");
+        out("ERR rk load [hide] [sct] [ftrace] [kprobe] [steal] [write] [write_now] | rk write | rk report | rk unload\n");
         return;
     }
     if (strcmp(sub, "report") == 0) {
@@ -1019,11 +1019,12 @@ static void cmd_rk(char *arg)
         out("ERR rk: already loaded (rk unload first)\n");
         return;
     }
-    int hide = 0, sct = 0, ftr = 0, steal = 0, wr = 0, wnow = 0;
+    int hide = 0, sct = 0, ftr = 0, kp = 0, steal = 0, wr = 0, wnow = 0;
     for (char *w; (w = strtok(NULL, " "));) {
         if (strcmp(w, "hide") == 0) hide = 1;
         else if (strcmp(w, "sct") == 0) sct = 1;
         else if (strcmp(w, "ftrace") == 0) ftr = 1;
+        else if (strcmp(w, "kprobe") == 0) kp = 1;
         else if (strcmp(w, "steal") == 0) steal = 1;
         else if (strcmp(w, "write") == 0) wr = 1;
         else if (strcmp(w, "write_now") == 0) wr = wnow = 1;
@@ -1041,8 +1042,9 @@ static void cmd_rk(char *arg)
             return;
         }
     char params[256];
-    snprintf(params, sizeof params, "hide_pid=%d sct=%d ftrace=%d steal_pid=%d write_pid=%d write_now=%d",
-             hide ? (int)rk_victims[RK_HIDDEN] : 0, sct, ftr, steal ? (int)rk_victims[RK_STEAL] : 0,
+    snprintf(params, sizeof params,
+             "hide_pid=%d sct=%d ftrace=%d kprobe=%d steal_pid=%d write_pid=%d write_now=%d",
+             hide ? (int)rk_victims[RK_HIDDEN] : 0, sct, ftr, kp, steal ? (int)rk_victims[RK_STEAL] : 0,
              wr ? (int)rk_victims[RK_WRITE] : 0, wnow);
     /* the ftrace hook alone still needs to know whose kill() to refuse, without hiding it */
     if (ftr && !hide) {

