@@ -6,6 +6,9 @@
 #   OUTDIR/kernel.version      the package name it came from (e.g. linux-image-6.1.0-56-amd64)
 #   OUTDIR/initramfs.cpio.gz   /init = labguest (static), plus busybox for debugging
 #   OUTDIR/labctl              host-side client for the channel socket and QMP socket
+#   OUTDIR/imee_rk.ko          the lab rootkit (rootkit/), built against this kernel's Debian
+#                              linux-headers-<release> (installed with apt-get if missing);
+#                              in the initramfs as /lib/modules/imee_rk.ko
 #
 # Environment:
 #   LAB_KERNEL_PKG   kernel package to use (default: what linux-image-amd64 depends on)
@@ -77,7 +80,8 @@ if [ ! -s "$KIMG" ]; then
     [ -s "$tmp/x/boot/vmlinuz-$KVER" ] || die "$deb has no boot/vmlinuz-$KVER"
     rm -rf "$KDIR"
     mkdir -p "$KDIR/boot"
-    # Only the kernel image is needed (the guest loads no modules); keep config for reference.
+    # Only the kernel image is needed (the only module the guest loads is the lab rootkit, built
+    # from linux-headers); keep config for reference.
     cp "$tmp/x/boot/vmlinuz-$KVER" "$KDIR/boot/"
     cp "$tmp/x/boot/config-$KVER" "$KDIR/boot/" 2>/dev/null || true
     rm -rf "$tmp"
@@ -103,6 +107,24 @@ if stale "$OUT/labctl" "$HERE/host/labctl.c" "$0"; then
     mv "$OUT/labctl.tmp" "$OUT/labctl"
 fi
 
+# ---------------------------------------------------------------- rootkit module
+KHDR=/usr/src/linux-headers-$KVER
+if [ ! -e "$KHDR/Makefile" ]; then
+    echo "build-lab.sh: installing linux-headers-$KVER (to build the lab rootkit)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "linux-headers-$KVER" >&2 ||
+        die "apt-get install linux-headers-$KVER failed"
+fi
+if stale "$OUT/imee_rk.ko" "$HERE/rootkit/imee_rk.c" "$HERE/rootkit/Kbuild" "$0" ||
+   [ "$(cat "$OUT/imee_rk.kver" 2>/dev/null)" != "$KVER" ]; then
+    rkb=$OUT/rootkit-build
+    rm -rf "$rkb" && mkdir -p "$rkb"
+    cp "$HERE/rootkit/imee_rk.c" "$HERE/rootkit/Kbuild" "$rkb/"
+    make -s -C "$KHDR" M="$rkb" modules >"$rkb/make.log" 2>&1 ||
+        { cat "$rkb/make.log" >&2; die "building the lab rootkit against $KHDR failed"; }
+    cp "$rkb/imee_rk.ko" "$OUT/imee_rk.ko.tmp" && mv "$OUT/imee_rk.ko.tmp" "$OUT/imee_rk.ko"
+    echo "$KVER" > "$OUT/imee_rk.kver"
+fi
+
 # ---------------------------------------------------------------- initramfs
 BUSYBOX=${LAB_BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
@@ -110,12 +132,13 @@ if command -v file >/dev/null 2>&1 && file -L "$BUSYBOX" | grep -q 'dynamically 
     die "$BUSYBOX is dynamically linked; need busybox-static"
 fi
 
-if stale "$OUT/initramfs.cpio.gz" "$OUT/labguest" "$BUSYBOX" "$0"; then
+if stale "$OUT/initramfs.cpio.gz" "$OUT/labguest" "$OUT/imee_rk.ko" "$BUSYBOX" "$0"; then
     stage=$(mktemp -d "$OUT/.stage.XXXXXX")
     # shellcheck disable=SC2064
     trap "rm -rf '$stage'" EXIT
-    mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,root,etc}
+    mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,root,etc,lib/modules}
     cp "$OUT/labguest" "$stage/init"
+    cp "$OUT/imee_rk.ko" "$stage/lib/modules/imee_rk.ko"
     cp "$BUSYBOX" "$stage/bin/busybox"
     for a in $("$BUSYBOX" --list); do
         [ "$a" = busybox ] || ln -sf busybox "$stage/bin/$a"

@@ -23,14 +23,17 @@ LinuxProfile sample() {
   p.symbols_path = "/tmp/kallsyms";
   p.syscall_slots = 452;
   std::uint64_t v = 1;
-  for (const char* name : {"_text", "_etext", "entry_SYSCALL_64", "init_task", "init_top_pgt",
-                           "linux_banner", "page_offset_base", "sys_call_table"})
+  for (const char* name :
+       {"_text", "_etext", "entry_SYSCALL_64", "init_task", "init_top_pgt", "linux_banner",
+        "page_offset_base", "sys_call_table", "init_pid_ns", "init_cred", "modules"})
     p.symbols[name] = v++ * 4096;
+  p.syscall_handlers = {0x1000, 0, 0x2000};
   // Distinct values, so a field saved under another's key is caught.
   auto* fields = reinterpret_cast<std::uint64_t*>(&p.layout);
   for (std::size_t i = 0; i < sizeof(LinuxLayout) / 8; ++i) fields[i] = 8 * (i + 1);
   p.layout.cap_size = 8;
   p.layout.comm_size = 16;
+  p.layout.cred_usage_size = 8;
   return p;
 }
 
@@ -64,6 +67,7 @@ TEST_F(ProfileFile, SavedProfileLoadsBackWhole) {
   EXPECT_EQ(q.symbols_path, p.symbols_path);
   EXPECT_EQ(q.syscall_slots, p.syscall_slots);
   EXPECT_EQ(q.symbols, p.symbols);
+  EXPECT_EQ(q.syscall_handlers, p.syscall_handlers);
   EXPECT_EQ(std::memcmp(&q.layout, &p.layout, sizeof p.layout), 0);
 }
 

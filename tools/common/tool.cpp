@@ -40,7 +40,8 @@ Backend and output:
   --json             machine-readable output
   --stats            print run time and peak memory to stderr (own memory vs. mapped guest RAM)
   --help             this text
-Exit status: 0 success, 1 failure (target, profile or guest read), 2 bad usage.
+Exit status: 0 success and nothing found, 1 failure (target, profile or guest read), 2 bad
+usage, 3 success with findings (signs of tampering, listed in the output).
 )";
 
 class UsageError : public Exception {
@@ -99,6 +100,9 @@ Options parse(int argc, char** argv, const ToolInfo& info) {
     } else if (std::find(info.extra_options.begin(), info.extra_options.end(), arg) !=
                info.extra_options.end()) {
       o.extra[std::string(arg)] = value();
+    } else if (std::find(info.extra_flags.begin(), info.extra_flags.end(), arg) !=
+               info.extra_flags.end()) {
+      o.flags.emplace_back(arg);
     } else {
       throw UsageError("unknown argument '" + std::string(arg) + "'");
     }
@@ -197,7 +201,8 @@ int run_tool(int argc, char** argv, const ToolInfo& info,
     if (ctx.options.stats)
       print_stats(ctx,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    return std::cout ? 0 : 1;
+    if (!std::cout) return 1;
+    return ctx.findings > 0 ? kFindings : 0;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: %s\n(try %s --help)\n", info.name, e.what(), info.name);
     return 2;

@@ -1,7 +1,8 @@
 // What every ImEE tool shares: the command line for naming a target, a profile and a backend,
-// opening the session, and the exit-code contract (0 ok, 1 failed, 2 usage error).
+// opening the session, and the exit-code contract (0 ok, 1 failed, 2 usage error, 3 findings).
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@ struct ToolInfo {
   const char* summary;                          // one line for --help
   const char* extra_usage;                      // tool-specific options for --help, or ""
   std::vector<std::string> extra_options = {};  // tool-specific "--name VALUE" options
+  std::vector<std::string> extra_flags = {};    // tool-specific "--name" switches
 };
 
 struct Options {
@@ -31,12 +33,20 @@ struct Options {
   bool json = false;
   bool stats = false;
   std::map<std::string, std::string> extra;  // values of ToolInfo::extra_options given
+  std::vector<std::string> flags;            // ToolInfo::extra_flags given
+  bool flag(const std::string& name) const {
+    return std::find(flags.begin(), flags.end(), name) != flags.end();
+  }
 };
 
 struct Context {
   Options options;
   std::unique_ptr<LinuxSession> session;  // owns the target and the backend
+  std::size_t findings = 0;  // signs of tampering the tool reported: exit status kFindings
 };
+
+// Exit status: 0 clean, 1 failure, 2 usage error, 3 the tool reported findings.
+constexpr int kFindings = 3;
 
 // Parses the common options (every value checked before any work), opens the session, runs `body`,
 // prints errors and maps them to exit codes. `body` prints the tool's output (text, or JSON with

@@ -18,7 +18,13 @@ class KernelTypes {
   // Loads BTF from a raw BTF file (a copy of /sys/kernel/btf/vmlinux), an ELF vmlinux with a .BTF
   // section, or a compressed kernel image (bzImage/vmlinuz with a gzip, xz, lzma or zstd payload).
   // Throws imee::Exception with a clear message for missing, unrecognised or corrupt input.
-  static KernelTypes load(const std::string& path);
+  // `ranges`: spans of the image (offsets from _text) to keep a copy of, as linked.
+  struct ImageRange {
+    std::uint64_t text_offset = 0, size = 0;
+  };
+  static KernelTypes load(const std::string& path, const std::vector<ImageRange>& ranges = {});
+  // The bytes of load()'s ranges[i]; empty where the input does not hold it (raw BTF).
+  const std::vector<std::uint8_t>& image_range(std::size_t i) const { return ranges_.at(i); }
   // Parses raw BTF bytes (e.g. the kernel's .BTF read from guest memory); `origin` names them in
   // messages. Throws imee::Exception on corrupt input.
   static KernelTypes from_btf(std::span<const std::uint8_t> raw, const std::string& origin);
@@ -57,6 +63,7 @@ class KernelTypes {
   KernelTypes() = default;
   std::unique_ptr<struct btf, BtfDeleter> btf_;
   std::vector<Banner> banners_;
+  std::vector<std::vector<std::uint8_t>> ranges_;
 };
 
 }  // namespace imee

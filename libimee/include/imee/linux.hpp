@@ -80,4 +80,104 @@ SyscallDispatch syscall_dispatch(LinuxSession& session, const SymbolTable& symbo
 // build; empty: the one the profile was built from), moved to this boot's KASLR slide.
 SymbolTable boot_symbols(const LinuxSession& session, const std::string& path = "");
 
+// ---------------------------------------------------------------- the pid namespace's view
+
+// One struct pid of init_pid_ns (its IDR, an xarray indexed by pid number) and the task attached
+// to it as PIDTYPE_PID (pid->tasks[PIDTYPE_PID] -> task_struct.pid_links[PIDTYPE_PID]), 0 if none
+// (a pid kept only as a process group or session id).
+struct PidEntry {
+  std::int32_t nr = 0;     // the number in init_pid_ns (pid->numbers[0].nr)
+  std::uint64_t pid = 0;   // the struct pid
+  std::uint64_t task = 0;  // the task_struct, or 0
+};
+
+// Every pid in init_pid_ns, by number: threads included (each has its own pid). Throws
+// ReadFailure on an unreadable node and Exception on a malformed tree or more than `max_pids`.
+std::vector<PidEntry> pid_namespace_pids(LinuxSession& session, std::size_t max_pids = 1u << 22);
+
+// The threads of each thread group led by `leaders` (task->signal->thread_head, through
+// task->thread_node), leaders included, in list order.
+std::vector<std::uint64_t> thread_addresses(LinuxSession& session,
+                                            const std::vector<std::uint64_t>& leaders,
+                                            std::size_t max_tasks = 1u << 22);
+
+// The psxview cross-check: tasks seen by the task list (init_task.tasks; with `threads`, plus
+// each group's thread list) and by the pid namespace's IDR (with `threads` off, only the
+// thread-group leaders of it). Both views are walked again, up to four rounds, until the tasks
+// seen by only one of them are the same twice in a row, so a fork or exit between the two walks is
+// not reported. pid 0 (the idle tasks, never in the IDR) is only ever in the task list and is not
+// compared.
+struct TaskViews {
+  bool threads = false;
+  std::vector<Task> tasks;                // the union of both views, sorted by pid
+  std::vector<bool> in_task_list;         // per task
+  std::vector<bool> in_pid_ns;            // per task
+  std::size_t hidden_from_task_list = 0;  // in the IDR only (pid 0 excepted)
+  std::size_t hidden_from_pid_ns = 0;     // on the task list only (pid 0 excepted)
+  int rounds = 0;                         // walks of both views it took
+};
+TaskViews cross_view(LinuxSession& session, bool threads);
+
+// ---------------------------------------------------------------- owners of kernel addresses
+
+struct KernelModule {
+  std::uint64_t address = 0;  // struct module
+  std::string name;
+  std::uint64_t text = 0, text_size = 0;  // core text
+  std::uint64_t core_size = 0;            // whole core (6.1) or text (6.4 on, see profile)
+  std::uint64_t symtab = 0, num_symtab = 0, strtab = 0;  // struct mod_kallsyms
+};
+
+// The guest's module list (`modules`), in list order.
+std::vector<KernelModule> kernel_modules(LinuxSession& session, std::size_t max_modules = 8192);
+
+// Who an address belongs to: core kernel text [_text, _etext) with its symbol, a loaded module's
+// core text with the module's own symbol (its kallsyms symtab) where one covers it, or nothing.
+struct AddressOwner {
+  enum class Kind { kernel_text, module, unknown } kind = Kind::unknown;
+  std::string module;  // for Kind::module
+  std::string symbol;  // "" if none
+  std::uint64_t offset = 0;
+  std::string describe() const;  // "kernel:sym+0x10", "module imee_rk:sym+0x0", "unknown"
+};
+AddressOwner address_owner(LinuxSession& session, const SymbolTable& symbols,
+                           const std::vector<KernelModule>& modules, std::uint64_t address);
+
+// ---------------------------------------------------------------- ftrace
+
+// One registered ftrace_ops (ftrace_ops_list up to ftrace_list_end) and the functions its filter
+// hash names (empty: every function, or a filter that could not be read).
+struct FtraceOps {
+  std::uint64_t address = 0, func = 0, flags = 0;
+  std::uint64_t trampoline = 0;       // the ops' own trampoline (what a traced site calls), or 0
+  std::vector<std::uint64_t> filter;  // ips (the functions' ftrace call sites)
+};
+std::vector<FtraceOps> ftrace_ops_list(LinuxSession& session, const SymbolTable& symbols);
+constexpr std::uint64_t kFtraceOpsFlSaveRegs = 1u << 1, kFtraceOpsFlIpModify = 1u << 12;
+
+// Every registered kprobe (kprobe_table's 64 hash lists; an aggregate probe, whose pre_handler
+// is aggr_pre_handler, stands for the probes on its list, which are listed instead).
+struct Kprobe {
+  std::uint64_t address = 0, addr = 0, pre_handler = 0, post_handler = 0;
+};
+std::vector<Kprobe> kprobe_list(LinuxSession& session, const SymbolTable& symbols);
+
+// What runs at a function's entry: its first bytes (an endbr64, then the 5-byte ftrace call site)
+// as they are in guest memory now.
+struct EntryCheck {
+  std::uint64_t function = 0;
+  std::uint64_t site = 0;  // the ftrace call site (function, or function + 4 after endbr64)
+  enum class State { clean, traced, redirected, breakpoint, unreadable } state = State::clean;
+  std::uint64_t target = 0;  // call/jmp target for traced/redirected
+  std::string bytes;         // hex of the first bytes read
+};
+std::vector<EntryCheck> check_entries(LinuxSession& session,
+                                      const std::vector<std::uint64_t>& functions);
+
+// ---------------------------------------------------------------- credentials
+
+// The usage count of each cred (atomic_t or atomic_long_t, as the profile says).
+std::vector<std::int64_t> cred_usages(LinuxSession& session,
+                                      const std::vector<std::uint64_t>& creds);
+
 }  // namespace imee

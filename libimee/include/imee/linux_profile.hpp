@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace imee {
 
@@ -27,14 +28,32 @@ struct LinuxLayout {
   std::uint64_t cred_cap_inheritable, cred_cap_permitted, cred_cap_effective, cred_cap_bset,
       cred_cap_ambient, cap_size;
   std::uint64_t cred_size;
+  // The pid namespace's IDR (an xarray) of struct pid, and the tasks attached to each pid.
+  std::uint64_t pidns_idr, idr_rt, xarray_head, xa_node_shift, xa_node_slots, xa_slots_size;
+  std::uint64_t pid_tasks, pid_numbers, upid_nr, task_pid_links;
+  // Thread groups: task->signal->thread_head lists every thread through task->thread_node.
+  std::uint64_t task_signal, signal_thread_head, task_thread_node;
+  std::uint64_t cred_usage, cred_usage_size;
+  // Loaded modules (the `modules` list): name, core text range, symbols (struct mod_kallsyms).
+  std::uint64_t module_list, module_name, module_name_size, module_text_base, module_text_size,
+      module_core_size, module_kallsyms, kallsyms_symtab, kallsyms_num_symtab, kallsyms_strtab;
+  // ftrace_ops (ftrace_ops_list, chained by next) and their filter hashes.
+  std::uint64_t ftrace_ops_func, ftrace_ops_next, ftrace_ops_flags, ftrace_ops_trampoline,
+      ftrace_ops_func_hash, ftrace_ops_hash_filter,
+      // struct kprobe in kprobe_table's hash lists (and an aggregate's list of its probes).
+      kprobe_hlist, kprobe_list, kprobe_addr, kprobe_pre_handler, kprobe_post_handler,
+      ftrace_hash_size_bits, ftrace_hash_buckets, ftrace_func_entry_ip;
 };
 
 struct LinuxProfile {
-  static constexpr int kFormatVersion = 1;
+  static constexpr int kFormatVersion = 2;
 
   std::string banner;  // "Linux version ..." of the build, or empty when the BTF came without it
   std::map<std::string, std::uint64_t, std::less<>> symbols;  // offset from _text
   std::uint64_t syscall_slots = 0;  // sys_call_table size bound, from the next symbol's address
+  // sys_call_table as the kernel image links it: each handler's offset from _text (0 where the
+  // entry is not in kernel text); empty when the profile was built from raw BTF (no image).
+  std::vector<std::uint64_t> syscall_handlers;
   LinuxLayout layout{};
   std::string symbols_path;  // the full symbol list it was built from (for address resolution)
   // The full symbol list itself when it came with the profile (an ISF), else null: then

@@ -416,9 +416,31 @@ std::vector<std::uint8_t> lay_out(Bytes elf, std::uint64_t& text_va, const std::
   return out;
 }
 
+// Copies `ranges` (offsets from _text) out of a (possibly truncated) vmlinux.
+std::vector<std::vector<std::uint8_t>> copy_ranges(Bytes elf, std::span<const ImageRange> ranges) {
+  std::vector<std::vector<std::uint8_t>> out(ranges.size());
+  if (ranges.empty() || elf.size() < 64) return out;
+  const std::vector<LoadSegment> segments = load_segments(elf);
+  if (segments.empty()) return out;
+  const std::uint64_t text = segments.front().vaddr;
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    const std::uint64_t va = text + ranges[i].text_offset;
+    for (const LoadSegment& s : segments) {
+      if (va < s.vaddr || va - s.vaddr > s.filesz || ranges[i].size > s.filesz - (va - s.vaddr))
+        continue;
+      const std::uint64_t off = s.offset + (va - s.vaddr);
+      if (off > elf.size() || ranges[i].size > elf.size() - off) break;
+      out[i].assign(elf.begin() + off, elf.begin() + off + ranges[i].size);
+      break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
-KernelImage read_kernel_image(const std::string& path, KernelImagePart part) {
+KernelImage read_kernel_image(const std::string& path, KernelImagePart part,
+                              std::span<const ImageRange> ranges) {
   const InputFile file(path, kMaxDecompressed);
   const Bytes input = file.bytes();
   if (input.empty()) throw Exception(path + ": file is empty");
@@ -441,11 +463,13 @@ KernelImage read_kernel_image(const std::string& path, KernelImagePart part) {
     parse_btf(elf.subspan(btf->offset, btf->size), what + " .BTF");
     image.banners = find_banners(elf);
     if (part == KernelImagePart::kWhole) image.loaded = lay_out(elf, image.text_va, what);
+    image.ranges = copy_ranges(elf, ranges);
   };
 
   // Raw BTF, either byte order (libbpf swaps); then ELF; then a compressed kernel.
   if (starts_with(input, "\x9f\xeb") || starts_with(input, "\xeb\x9f")) {
     parse_btf(input, path);
+    image.ranges.resize(ranges.size());
     return image;
   }
   if (starts_with(input, kElfMagic)) {
@@ -478,6 +502,7 @@ KernelImage read_kernel_image(const std::string& path, KernelImagePart part) {
       } else {
         parse_btf(vmlinux.bytes().subspan(btf->offset, btf->size), what + " .BTF");
         image.banners = find_banners(vmlinux.bytes());  // linux_banner is in .rodata, before .BTF
+        image.ranges = copy_ranges(vmlinux.bytes(), ranges);
       }
     } catch (const DecodeError& e) {
       throw Exception(what + ": " + e.why);

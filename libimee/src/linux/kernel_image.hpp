@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 namespace imee {
 
 using KernelBanner = KernelTypes::Banner;
+
+using ImageRange = KernelTypes::ImageRange;
 
 struct KernelImage {
   std::vector<std::uint8_t> btf;  // the raw .BTF bytes
@@ -20,6 +23,9 @@ struct KernelImage {
   // link-time address of _text.
   std::vector<std::uint8_t> loaded;
   std::uint64_t text_va = 0;
+  // The bytes of each range asked for, as linked (before KASLR relocation); empty where the
+  // image does not hold the range (raw BTF, or beyond what was decoded).
+  std::vector<std::vector<std::uint8_t>> ranges;
 };
 
 enum class KernelImagePart { kBtf, kWhole };
@@ -27,7 +33,10 @@ enum class KernelImagePart { kBtf, kWhole };
 // Reads a raw BTF file (a copy of /sys/kernel/btf/vmlinux), an ELF vmlinux with a .BTF section,
 // or a compressed kernel image (bzImage/vmlinuz with a gzip, xz, lzma or zstd payload). Throws
 // imee::Exception with a clear message for missing, unrecognised or corrupt input.
-KernelImage read_kernel_image(const std::string& path,
-                              KernelImagePart part = KernelImagePart::kBtf);
+// `part`: kBtf decodes a compressed image only up to its .BTF, kWhole all of it (`loaded`).
+// `ranges`: spans of the image, by offset from _text, to copy out (e.g. sys_call_table's initial
+// contents); with kBtf they must lie before the .BTF.
+KernelImage read_kernel_image(const std::string& path, KernelImagePart part = KernelImagePart::kBtf,
+                              std::span<const ImageRange> ranges = {});
 
 }  // namespace imee

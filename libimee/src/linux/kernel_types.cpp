@@ -141,12 +141,14 @@ KernelTypes::KernelTypes(KernelTypes&&) noexcept = default;
 KernelTypes& KernelTypes::operator=(KernelTypes&&) noexcept = default;
 KernelTypes::~KernelTypes() = default;
 
-KernelTypes KernelTypes::load(const std::string& path) {
-  const KernelImage image = read_kernel_image(path);
+KernelTypes KernelTypes::load(const std::string& path, const std::vector<ImageRange>& ranges) {
+  KernelImage image = read_kernel_image(path, KernelImagePart::kBtf, ranges);
   if (image.btf.size() > UINT32_MAX) throw Exception(image.btf_origin + ": BTF larger than 4 GiB");
   KernelTypes types;
   types.btf_.reset(new_btf(image.btf, image.btf_origin));
   types.banners_ = image.banners;
+  types.ranges_ = std::move(image.ranges);
+  types.ranges_.resize(ranges.size());
   return types;
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@ namespace {
 constexpr const char* kProfileSymbols[] = {
     "_text",        "_etext",       "entry_SYSCALL_64", "init_task",
     "init_top_pgt", "linux_banner", "page_offset_base", "sys_call_table",
+    "init_pid_ns",  "init_cred",    "modules",
 };
 
 // One table maps JSON keys to layout fields, for building, saving and loading alike.
@@ -56,11 +58,74 @@ constexpr LayoutField kLayoutFields[] = {
     {"cred.cap_ambient", &LinuxLayout::cred_cap_ambient},
     {"sizeof(kernel_cap_t)", &LinuxLayout::cap_size},
     {"sizeof(cred)", &LinuxLayout::cred_size},
+    {"pid_namespace.idr", &LinuxLayout::pidns_idr},
+    {"idr.idr_rt", &LinuxLayout::idr_rt},
+    {"xarray.xa_head", &LinuxLayout::xarray_head},
+    {"xa_node.shift", &LinuxLayout::xa_node_shift},
+    {"xa_node.slots", &LinuxLayout::xa_node_slots},
+    {"sizeof(xa_node.slots)", &LinuxLayout::xa_slots_size},
+    {"pid.tasks", &LinuxLayout::pid_tasks},
+    {"pid.numbers", &LinuxLayout::pid_numbers},
+    {"upid.nr", &LinuxLayout::upid_nr},
+    {"task_struct.pid_links", &LinuxLayout::task_pid_links},
+    {"task_struct.signal", &LinuxLayout::task_signal},
+    {"signal_struct.thread_head", &LinuxLayout::signal_thread_head},
+    {"task_struct.thread_node", &LinuxLayout::task_thread_node},
+    {"cred.usage", &LinuxLayout::cred_usage},
+    {"sizeof(cred.usage)", &LinuxLayout::cred_usage_size},
+    {"module.list", &LinuxLayout::module_list},
+    {"module.name", &LinuxLayout::module_name},
+    {"sizeof(module.name)", &LinuxLayout::module_name_size},
+    {"module.text_base", &LinuxLayout::module_text_base},
+    {"module.text_size", &LinuxLayout::module_text_size},
+    {"module.core_size", &LinuxLayout::module_core_size},
+    {"module.kallsyms", &LinuxLayout::module_kallsyms},
+    {"mod_kallsyms.symtab", &LinuxLayout::kallsyms_symtab},
+    {"mod_kallsyms.num_symtab", &LinuxLayout::kallsyms_num_symtab},
+    {"mod_kallsyms.strtab", &LinuxLayout::kallsyms_strtab},
+    {"ftrace_ops.func", &LinuxLayout::ftrace_ops_func},
+    {"ftrace_ops.next", &LinuxLayout::ftrace_ops_next},
+    {"ftrace_ops.flags", &LinuxLayout::ftrace_ops_flags},
+    {"ftrace_ops.trampoline", &LinuxLayout::ftrace_ops_trampoline},
+    {"ftrace_ops.func_hash", &LinuxLayout::ftrace_ops_func_hash},
+    {"ftrace_ops_hash.filter_hash", &LinuxLayout::ftrace_ops_hash_filter},
+    {"ftrace_hash.size_bits", &LinuxLayout::ftrace_hash_size_bits},
+    {"ftrace_hash.buckets", &LinuxLayout::ftrace_hash_buckets},
+    {"ftrace_func_entry.ip", &LinuxLayout::ftrace_func_entry_ip},
+    {"kprobe.hlist", &LinuxLayout::kprobe_hlist},
+    {"kprobe.list", &LinuxLayout::kprobe_list},
+    {"kprobe.addr", &LinuxLayout::kprobe_addr},
+    {"kprobe.pre_handler", &LinuxLayout::kprobe_pre_handler},
+    {"kprobe.post_handler", &LinuxLayout::kprobe_post_handler},
 };
+
+// A module's core text and whole core: struct module_layout core_layout (to 6.3), or
+// struct module_memory mem[MOD_MEM_NUM_TYPES] with mem[MOD_TEXT = 0] (6.4 on).
+std::optional<std::uint64_t> module_field(const LinuxProfile::MemberLookup& member,
+                                          const std::string& key) {
+  if (auto core = member("module", "core_layout")) {
+    const char* inner = key == "module.text_base"   ? "base"
+                        : key == "module.text_size" ? "text_size"
+                                                    : "size";
+    if (auto m = member("module_layout", inner)) return core->offset + m->offset;
+    return std::nullopt;
+  }
+  if (auto mem = member("module", "mem")) {
+    // module_memory.size of MOD_TEXT: its text; the whole core is not one range there, so the
+    // text bounds it too (ftrace_ops and such are attributed by their functions).
+    const char* inner = key == "module.text_base" ? "base" : "size";
+    if (auto m = member("module_memory", inner)) return mem->offset + m->offset;
+  }
+  return std::nullopt;
+}
 
 std::uint64_t layout_value(const LinuxProfile::MemberLookup& member,
                            const LinuxProfile::SizeLookup& size_of, const std::string& key,
                            const std::string& origin) {
+  if (key == "module.text_base" || key == "module.text_size" || key == "module.core_size") {
+    if (auto v = module_field(member, key)) return *v;
+    throw Exception(origin + " lacks " + key + " (neither module.core_layout nor module.mem)");
+  }
   if (key.starts_with("sizeof(")) {
     const std::string inner = key.substr(7, key.size() - 8);
     const auto dot = inner.find('.');
@@ -84,6 +149,8 @@ void check_layout(const LinuxLayout& l, const std::string& origin) {
   if (l.cap_size != 8)
     throw Exception(origin + ": unsupported kernel_cap_t size " + std::to_string(l.cap_size));
   if (l.comm_size == 0 || l.comm_size > 64) throw Exception(origin + ": implausible comm size");
+  if (l.cred_usage_size != 4 && l.cred_usage_size != 8)
+    throw Exception(origin + ": unsupported cred.usage size " + std::to_string(l.cred_usage_size));
   for (const LayoutField& f : kLayoutFields)
     if (l.*f.field > (1u << 16)) throw Exception(origin + ": implausible offset for " + f.key);
 }
@@ -96,14 +163,41 @@ std::uint64_t unsigned_at(const nlohmann::json& j, const std::string& bad) {
   return j.get<std::uint64_t>();
 }
 
+// sys_call_table's span (offset from _text, size), to read as the kernel image links it; empty
+// if the symbol list cannot bound it.
+std::vector<KernelTypes::ImageRange> syscall_table_range(const SymbolTable& symbols) {
+  const auto text = symbols.find("_text");
+  const auto at = symbols.find("sys_call_table");
+  const auto end = at ? symbols.next_address_after(*at) : std::nullopt;
+  if (!text || !at || !end || *at < *text || *end - *at > 8 * 4096) return {};
+  return {{*at - *text, *end - *at}};
+}
+
+// The handlers the kernel's own image puts in sys_call_table, as offsets from _text (0 for an
+// entry that is not in the image's text). Link-time addresses: the image's _text is its first
+// PT_LOAD's address, 0xffffffff81000000 on x86-64 (every KASLR boot adds its slide to all).
+std::vector<std::uint64_t> image_syscall_handlers(std::span<const std::uint8_t> raw) {
+  constexpr std::uint64_t kLinkText = 0xffffffff81000000ull;
+  std::vector<std::uint64_t> out;
+  for (std::size_t i = 0; i + 8 <= raw.size(); i += 8) {
+    std::uint64_t v = 0;
+    for (int b = 7; b >= 0; --b) v = v << 8 | raw[i + b];
+    out.push_back(v >= kLinkText && v - kLinkText < (1ull << 30) ? v - kLinkText : 0);
+  }
+  while (!out.empty() && out.back() == 0) out.pop_back();
+  return out;
+}
+
 }  // namespace
 
 LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::string& symbols_path) {
   if (!symbols_path.empty()) {
-    const KernelTypes types = KernelTypes::load(btf_source);
     const SymbolTable symbols = SymbolTable::load(symbols_path);
+    const std::vector<KernelTypes::ImageRange> table = syscall_table_range(symbols);
+    const KernelTypes types = KernelTypes::load(btf_source, table);
     LinuxProfile p = build(types, symbols, btf_source, symbols_path);
     p.symbols_path = symbols_path;
+    if (!table.empty()) p.syscall_handlers = image_syscall_handlers(types.image_range(0));
     return p;
   }
   // No symbol list: the image's own kallsyms tables (link-time addresses).
@@ -118,6 +212,10 @@ LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::strin
   const SymbolTable symbols =
       SymbolTable::from_symbols(decode_kallsyms(image.loaded, *layout), origin);
   LinuxProfile p = build(types, symbols, btf_source, origin);
+  for (const KernelTypes::ImageRange& r : syscall_table_range(symbols))
+    if (r.text_offset <= image.loaded.size() && r.size <= image.loaded.size() - r.text_offset)
+      p.syscall_handlers = image_syscall_handlers(
+          std::span(image.loaded).subspan(r.text_offset, r.size));
   // The banner: find_banners knew the offsets from the ELF's segments.
   for (const KernelBanner& b : image.banners)
     if (b.text_offset == p.symbols["linux_banner"]) p.banner = b.text;
@@ -202,6 +300,7 @@ void LinuxProfile::save(const std::string& path) const {
   }
   j["symbols_path"] = list;
   j["syscall_slots"] = syscall_slots;
+  j["syscall_handlers"] = syscall_handlers;
   for (const auto& [name, offset] : symbols) j["symbols"][name] = offset;
   for (const LayoutField& f : kLayoutFields) j["layout"][f.key] = layout.*f.field;
   if (btf_size != 0) j["btf"] = {{"offset", btf_offset}, {"size", btf_size}, {"hash", btf_hash}};
@@ -240,6 +339,10 @@ LinuxProfile LinuxProfile::load(const std::string& path) {
     p.banner = j.at("banner").get<std::string>();
     p.symbols_path = j.at("symbols_path").get<std::string>();
     p.syscall_slots = unsigned_at(j.at("syscall_slots"), bad);
+    for (const auto& h : j.at("syscall_handlers"))
+      p.syscall_handlers.push_back(unsigned_at(h, bad));
+    if (p.syscall_handlers.size() > p.syscall_slots)
+      throw Exception(bad + "more syscall_handlers than syscall_slots");
     for (const char* name : kProfileSymbols)
       p.symbols[name] = unsigned_at(j.at("symbols").at(name), bad);
     for (const LayoutField& f : kLayoutFields)

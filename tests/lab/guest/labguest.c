@@ -8,7 +8,7 @@
  * 3. serves a line-based request/response channel on /dev/ttyS1 (raw tty): the host
  *    writes one command line, the guest writes the answer followed by a line "END".
  *
- * Commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | help
+ * Commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | spawn N | flip | rk | help
  * (see tests/lab/README.md for formats).  The server never forks while answering
  * `tasks`, `syscalls` or `info`; `kallsyms.gz` runs busybox gzip as a short-lived child.
  *
@@ -901,6 +901,171 @@ static void cmd_flip(const char *arg)
     out("flip %d 0x%lx 0x%lx\n", (int)flipper, FLIP_VA, FLIP_CTL_VA);
 }
 
+
+/*
+ * rk load [hide] [sct] [ftrace] [kprobe] [steal] [write] [write_now] | rk write | rk report | rk unload:
+ * the lab rootkit (tests/lab/rootkit/imee_rk.ko, in the initramfs at RK_PATH). `load` forks one
+ * victim per attack that needs a process (uid/gid 1000, sleeping): rk-hidden (hide: unlinked
+ * from the task list; ftrace: kill() on it fails with ESRCH), rk-steal (steal: its cred pointers
+ * set to init_cred), rk-write (write: its own cred's ids written to root, at load with write_now,
+ * else on `rk write`); loads the module with those pids, and answers with "victim ROLE PID" lines,
+ * the module's own report (/proc/imee_rk) and "kill_probe PID ERRNO" (kill(rk-hidden, 0) as the
+ * guest sees it). `unload` removes the module (which restores everything) and kills the victims.
+ */
+#define RK_PATH "/lib/modules/imee_rk.ko"
+#define RK_UID 1000
+enum { RK_HIDDEN, RK_STEAL, RK_WRITE, RK_NVICTIMS };
+static const char *const rk_names[RK_NVICTIMS] = { "rk-hidden", "rk-steal", "rk-write" };
+static pid_t rk_victims[RK_NVICTIMS];
+static int rk_loaded;
+
+static pid_t rk_victim(const char *name)
+{
+    int ready[2];
+    if (pipe(ready) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(ready[0]), close(ready[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(ready[0]);
+        prctl(PR_SET_NAME, name, 0, 0, 0);
+        char ok = (setgroups(0, NULL) == 0 && setresgid(RK_UID, RK_UID, RK_UID) == 0 &&
+                   setresuid(RK_UID, RK_UID, RK_UID) == 0) ? 'R' : 'E';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        close(ready[1]);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char c = 0;
+    ssize_t n = read(ready[0], &c, 1);
+    close(ready[0]);
+    if (n != 1 || c != 'R') {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
+static void rk_kill_victims(void)
+{
+    for (int i = 0; i < RK_NVICTIMS; i++)
+        if (rk_victims[i] > 0) {
+            kill(rk_victims[i], SIGKILL);
+            waitpid(rk_victims[i], NULL, 0);
+            rk_victims[i] = 0;
+        }
+}
+
+static void rk_report(void)
+{
+    for (int i = 0; i < RK_NVICTIMS; i++)
+        if (rk_victims[i] > 0)
+            out("victim %s %d\n", rk_names[i], (int)rk_victims[i]);
+    char *r = slurp("/proc/imee_rk", NULL);
+    if (r) {
+        out_write(r, strlen(r));
+        free(r);
+    }
+    if (rk_victims[RK_HIDDEN] > 0) {
+        int rc = kill(rk_victims[RK_HIDDEN], 0);
+        out("kill_probe %d %d\n", (int)rk_victims[RK_HIDDEN], rc == 0 ? 0 : errno);
+    }
+}
+
+static void cmd_rk(char *arg)
+{
+    char *sub = arg ? strtok(arg, " ") : NULL;
+    if (!sub) {
+        out("ERR rk load [hide] [sct] [ftrace] [kprobe] [steal] [write] [write_now] | rk write | rk report | rk unload\n");
+        return;
+    }
+    if (strcmp(sub, "report") == 0) {
+        rk_report();
+        return;
+    }
+    if (strcmp(sub, "unload") == 0) {
+        if (rk_loaded && syscall(SYS_delete_module, "imee_rk", O_NONBLOCK) != 0) {
+            out("ERR delete_module: %s\n", strerror(errno));
+            return;
+        }
+        rk_loaded = 0;
+        rk_kill_victims();
+        out("unloaded\n");
+        return;
+    }
+    if (strcmp(sub, "write") == 0) {
+        int fd = open("/sys/module/imee_rk/parameters/write_now", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "1", 1) != 1) {
+            out("ERR write_now: %s\n", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return;
+        }
+        close(fd);
+        rk_report();
+        return;
+    }
+    if (strcmp(sub, "load") != 0) {
+        out("ERR rk: unknown subcommand %s\n", sub);
+        return;
+    }
+    if (rk_loaded) {
+        out("ERR rk: already loaded (rk unload first)\n");
+        return;
+    }
+    int hide = 0, sct = 0, ftr = 0, kp = 0, steal = 0, wr = 0, wnow = 0;
+    for (char *w; (w = strtok(NULL, " "));) {
+        if (strcmp(w, "hide") == 0) hide = 1;
+        else if (strcmp(w, "sct") == 0) sct = 1;
+        else if (strcmp(w, "ftrace") == 0) ftr = 1;
+        else if (strcmp(w, "kprobe") == 0) kp = 1;
+        else if (strcmp(w, "steal") == 0) steal = 1;
+        else if (strcmp(w, "write") == 0) wr = 1;
+        else if (strcmp(w, "write_now") == 0) wr = wnow = 1;
+        else {
+            out("ERR rk load: unknown attack %s\n", w);
+            return;
+        }
+    }
+    int need[RK_NVICTIMS] = { hide || ftr, steal, wr };
+    for (int i = 0; i < RK_NVICTIMS; i++)
+        if (need[i] && rk_victims[i] <= 0 && (rk_victims[i] = rk_victim(rk_names[i])) <= 0) {
+            rk_victims[i] = 0;
+            rk_kill_victims();
+            out("ERR rk: victim %s did not start\n", rk_names[i]);
+            return;
+        }
+    char params[256];
+    snprintf(params, sizeof params,
+             "hide_pid=%d sct=%d ftrace=%d kprobe=%d steal_pid=%d write_pid=%d write_now=%d",
+             hide ? (int)rk_victims[RK_HIDDEN] : 0, sct, ftr, kp, steal ? (int)rk_victims[RK_STEAL] : 0,
+             wr ? (int)rk_victims[RK_WRITE] : 0, wnow);
+    /* the ftrace hook alone still needs to know whose kill() to refuse, without hiding it */
+    if (ftr && !hide) {
+        out("ERR rk load: ftrace needs hide (it refuses kill() on the hidden process)\n");
+        rk_kill_victims();
+        return;
+    }
+    int fd = open(RK_PATH, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || syscall(SYS_finit_module, fd, params, 0) != 0) {
+        out("ERR finit_module %s (%s): %s\n", RK_PATH, params, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        rk_kill_victims();
+        return;
+    }
+    close(fd);
+    rk_loaded = 1;
+    out("params %s\n", params);
+    rk_report();
+}
+
 static void handle(char *line)
 {
     char *arg = strchr(line, ' ');
@@ -927,8 +1092,10 @@ static void handle(char *line)
         cmd_spawn(arg);
     } else if (strcmp(line, "flip") == 0) {
         cmd_flip(arg);
+    } else if (strcmp(line, "rk") == 0) {
+        cmd_rk(arg);
     } else if (strcmp(line, "help") == 0) {
-        out("commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | spawn N | flip start|stop | help\n");
+        out("commands: ping [TOKEN] | tasks | kallsyms | kallsyms.gz | syscalls | info | spawn N | flip start|stop | rk ... | help\n");
     } else {
         out("ERR unknown command: %s\n", line);
     }
