@@ -60,16 +60,17 @@ if(IMEE_HELP2MAN)
   set(name_imee-bench "benchmark reads of a live guest through each ImEE backend")
   foreach(tool pidlist pslist credlist syscalldmp imee-bench)
     set(page ${PROJECT_BINARY_DIR}/man/${tool}.1)
-    add_custom_command(OUTPUT ${page}
+    add_custom_command(OUTPUT ${page}.gz
       COMMAND ${CMAKE_COMMAND} -E make_directory ${PROJECT_BINARY_DIR}/man
       COMMAND ${IMEE_HELP2MAN} --no-info --no-discard-stderr
               --version-string=${PROJECT_VERSION} --section=1
               --source=ImEE --manual=ImEE "--name=${name_${tool}}" -o ${page}
               $<TARGET_FILE:${tool}>
+      COMMAND gzip -9nf ${page}
       DEPENDS ${tool}
       COMMENT "Man page for ${tool}"
       VERBATIM)
-    list(APPEND IMEE_MAN_PAGES ${page})
+    list(APPEND IMEE_MAN_PAGES ${page}.gz)
   endforeach()
   add_custom_target(imee_man ALL DEPENDS ${IMEE_MAN_PAGES})
   install(FILES ${IMEE_MAN_PAGES} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT Tools)

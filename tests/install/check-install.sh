@@ -62,7 +62,7 @@ pcu=$(PKG_CONFIG_PATH=$lib/pkgconfig pkg-config --cflags imee-uapi | xargs)
 for t in pidlist pslist credlist syscalldmp imee-bench; do
   "$prefix/bin/$t" --help >/dev/null || bad "$t --help"
   if command -v help2man >/dev/null; then
-    grep -q "^\.SH SYNOPSIS\|^\.SH DESCRIPTION" "$prefix/share/man/man1/$t.1" 2>/dev/null ||
+    zcat "$prefix/share/man/man1/$t.1.gz" 2>/dev/null | grep -c '^\.SH DESCRIPTION' >/dev/null ||
       bad "no man page $t.1"
   fi
 done
