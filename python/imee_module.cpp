@@ -176,54 +176,60 @@ std::string cstring(const Reader& r, std::uint64_t va, std::size_t max_len,
 // read_batch([(va, n) or (va, n, space), ...]) -> [bytes or imee.ReadError, ...]: one backend
 // call for all of them; a failed request's slot holds its error (not raised).
 py::list read_batch(const Reader& r, const py::iterable& items) {
-  std::vector<std::pair<std::uint64_t, std::size_t>> ranges;
-  std::vector<AddressSpace> spaces;
-  for (py::handle item : items) {
-    auto t = py::reinterpret_borrow<py::tuple>(item);
-    if (t.size() != 2 && t.size() != 3)
-      throw py::value_error("read_batch: each request is (va, n) or (va, n, space)");
-    ranges.emplace_back(t[0].cast<std::uint64_t>(), t[1].cast<std::size_t>());
-    spaces.push_back(
-        r.space(t.size() == 3 ? std::optional(t[2].cast<AddressSpace>()) : std::nullopt));
-  }
+  // Parsed with the C API: pybind11's generic casts cost several times the read itself.
+  const py::sequence seq =
+      py::reinterpret_steal<py::sequence>(PySequence_Fast(items.ptr(), "read_batch: a sequence"));
+  if (!seq) throw py::error_already_set();
+  const Py_ssize_t count = PySequence_Fast_GET_SIZE(seq.ptr());
+  PyObject** elems = PySequence_Fast_ITEMS(seq.ptr());
+  std::vector<imee::ReadRequest> requests(static_cast<std::size_t>(count));
+  std::vector<std::size_t> lens(requests.size());
   std::size_t total = 0;
-  for (auto [va, n] : ranges) {
-    if (n > imee::kMaxReadLength) n = 0;  // check_range reports it per request
-    total += n;
+  for (Py_ssize_t i = 0; i < count; ++i) {
+    PyObject* t = elems[i];
+    const Py_ssize_t size = PyTuple_Check(t) ? PyTuple_GET_SIZE(t) : -1;
+    if (size != 2 && size != 3)
+      throw py::value_error("read_batch: each request is a tuple (va, n) or (va, n, space)");
+    const std::uint64_t va = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 0));
+    const std::size_t n = PyLong_AsSize_t(PyTuple_GET_ITEM(t, 1));
+    if (PyErr_Occurred()) throw py::error_already_set();
+    imee::ReadRequest& q = requests[static_cast<std::size_t>(i)];
+    q.space =
+        r.space(size == 3 ? std::optional(py::handle(PyTuple_GET_ITEM(t, 2)).cast<AddressSpace>())
+                          : std::nullopt);
+    q.va = va;
+    q.status = imee::check_range(va, n);  // a bad range is answered here, never read
+    lens[static_cast<std::size_t>(i)] = q.status ? n : 0;
+    total += lens[static_cast<std::size_t>(i)];
   }
   std::vector<std::byte> buffer(total);
-  std::vector<imee::ReadRequest> requests(ranges.size());
-  std::size_t offset = 0;
-  for (std::size_t i = 0; i < ranges.size(); ++i) {
-    auto [va, n] = ranges[i];
-    requests[i].space = spaces[i];
-    requests[i].va = va;
-    if (imee::Status s = imee::check_range(va, n); !s) {
-      requests[i].status = s;  // answered here; not passed to the backend
-      continue;
-    }
-    requests[i].dst = {buffer.data() + offset, n};
-    offset += n;
-  }
-  std::vector<std::size_t> valid;
   std::vector<imee::ReadRequest> to_read;
-  for (std::size_t i = 0; i < requests.size(); ++i)
+  std::vector<std::size_t> index;
+  to_read.reserve(requests.size());
+  std::size_t offset = 0;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    requests[i].dst = {buffer.data() + offset, lens[i]};
+    offset += lens[i];
     if (requests[i].status) {
-      valid.push_back(i);
+      index.push_back(i);
       to_read.push_back(requests[i]);
     }
+  }
   locked(r, [&](imee::MemoryBackend& b) {
     b.read_batch(to_read);
     return 0;
   });
-  for (std::size_t k = 0; k < valid.size(); ++k) requests[valid[k]].status = to_read[k].status;
-  py::list out(requests.size());
+  for (std::size_t k = 0; k < index.size(); ++k) requests[index[k]].status = to_read[k].status;
+  py::list out = py::reinterpret_steal<py::list>(PyList_New(count));
+  if (!out) throw py::error_already_set();
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const imee::ReadRequest& q = requests[i];
-    if (q.status)
-      out[i] = py::bytes(reinterpret_cast<const char*>(q.dst.data()), q.dst.size());
-    else
-      out[i] = make_read_error(q.status.error());
+    PyObject* item = q.status
+                         ? PyBytes_FromStringAndSize(reinterpret_cast<const char*>(q.dst.data()),
+                                                     static_cast<Py_ssize_t>(q.dst.size()))
+                         : make_read_error(q.status.error()).release().ptr();
+    if (item == nullptr) throw py::error_already_set();
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), item);
   }
   return out;
 }

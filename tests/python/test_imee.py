@@ -202,6 +202,12 @@ def test_bad_input_raises_the_right_exception(guest, tmp_path):
         guest.open().read("init_task", 8)
     with pytest.raises(ValueError, match="each request"):
         guest.open().read_batch([(1, 2, 3, 4)])
+    with pytest.raises(ValueError, match="each request"):
+        guest.open().read_batch([[1, 2]])
+    with pytest.raises(TypeError):
+        guest.open().read_batch(5)
+    with pytest.raises(OverflowError):
+        guest.open().read_batch([(-1, 8)])
 
 
 def test_target_without_a_profile(guest):
