@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The consumer test: builds tests/consumer against the tree check-install.sh installed (PREFIX),
-# with find_package or pkg-config, and runs it on both lab guests (the 4-level one by RAM file,
+# with find_package (libimee.so or, find_package-static, libimee.a) or pkg-config, and runs it on both lab guests (the 4-level one by RAM file,
 # the 5-level one by QEMU pid). With the guest paused, its output must be the guest's banner
 # (as in the kernel image: the profile's banner) and exactly pslist's task list (pid, ppid, comm).
-#   run.sh find_package|pkg-config SOURCE_DIR BUILD_DIR PREFIX LAB_ROOT LAB_KERNEL
+#   run.sh find_package|find_package-static|pkg-config SOURCE_DIR BUILD_DIR PREFIX LAB_ROOT LAB_KERNEL
 set -euo pipefail
-with=${1:?find_package or pkg-config}
+with=${1:?find_package, find_package-static or pkg-config}
 src=${2:?SOURCE_DIR}
 build=${3:?BUILD_DIR}
 prefix=${4:?PREFIX}
@@ -21,9 +21,12 @@ PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig cmake -S "$src/tests/consumer" -B "$wo
   -DIMEE_CONSUMER_WITH="$with" -Dimee_DIR="$prefix/$libdir/cmake/imee" \
   -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF >/dev/null
 cmake --build "$work" >/dev/null
-# It must run on the installed shared library, found through its RUNPATH, not a copy elsewhere.
+# It must run on the installed shared library, found through its RUNPATH, not a copy elsewhere
+# (or, linked statically, on none).
 so=$(ldd "$work/consumer" | awk '/libimee\.so/ { print $3 }')
-[[ $so == "$prefix/$libdir/libimee.so.0" ]] || { echo "consumer uses libimee at '$so'" >&2; exit 1; }
+expected=$prefix/$libdir/libimee.so.0
+[[ $with == find_package-static ]] && expected=
+[[ $so == "$expected" ]] || { echo "consumer uses libimee.so at '$so', not '$expected'" >&2; exit 1; }
 
 status=0
 for levels in 4 5; do
