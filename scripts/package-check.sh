@@ -110,4 +110,8 @@ done < "$work/installed-nondirs.txt"
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && fail "$p still installed"
 done
+# libimee0's ldconfig postrm keeps dpkg's record of it (state "rc") until purged: leave the
+# machine as it was.
+dpkg --purge "${packages[@]}" >/dev/null 2>&1
+[[ -z $(dpkg-query -W "${packages[@]}" 2>/dev/null) ]] || fail "dpkg still knows $(dpkg-query -W "${packages[@]}" 2>/dev/null | xargs)"
 finish "${#debs[@]} packages, $(wc -l < "$work/installed-nondirs.txt") files installed and removed"
