@@ -10,6 +10,8 @@ packages=(
   qemu-system-x86 busybox-static cpio gzip libc6-dev
   # test oracles for BTF offsets (pahole) and kernel payloads (xz, zstd); libFuzzer
   dwarves xz-utils zstd clang libclang-rt-14-dev
+  # the Python module and its tests; the tools' man pages; the Debian packages (dpkg-shlibdeps)
+  python3-dev python3-pybind11 python3-pytest help2man dpkg-dev
 )
 
 missing=()
