@@ -465,8 +465,10 @@ PYBIND11_MODULE(imee, m) {
 
   py::class_<imee::LinuxProfile>(m, "Profile", "A Linux kernel build's profile (symbols, offsets).")
       .def_static("load", &imee::LinuxProfile::load, py::arg("path"))
-      .def_static("build", &imee::LinuxProfile::build, py::arg("kernel"), py::arg("symbols"),
-                  py::call_guard<py::gil_scoped_release>())
+      .def_static(
+          "build",
+          py::overload_cast<const std::string&, const std::string&>(&imee::LinuxProfile::build),
+          py::arg("kernel"), py::arg("symbols") = "", py::call_guard<py::gil_scoped_release>())
       .def("save", &imee::LinuxProfile::save, py::arg("path"))
       .def_readonly("banner", &imee::LinuxProfile::banner);
 

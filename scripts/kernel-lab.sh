@@ -49,7 +49,8 @@ echo "kernel-lab.sh: build tools ($build)"
   flock "$build/.kernel-lab-build.lock" env BUILD_DIR="$build" "$repo/scripts/build.sh"; } ||
   finish FAIL "tools build failed"
 bins=()
-for b in tools/pidlist tools/pslist tools/credlist tools/syscalldmp tests/imee_kernel_tests tests/imee_kvm_tests tests/imee_live_tests; do
+for b in tools/pidlist tools/pslist tools/credlist tools/syscalldmp tests/imee_kernel_tests tests/imee_kvm_tests \
+  tests/imee_live_tests examples/imee_ioctl; do
   [[ -x $build/$b ]] || finish FAIL "no $build/$b"
   bins+=("$build/$b")
 done

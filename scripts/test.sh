@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs every test: the suite as built for users (lab guests
 # booted under QEMU), the kernel path in the VT-x lab (scripts/kernel-lab.sh), the suite again
 # under AddressSanitizer and UBSan, and a short pass of the parser fuzzers (IMEE_SANITIZE=0 skips
-# those two), then the DKMS build for both kernel series (scripts/dkms-check.sh). The VT-x lab
+# those two), then the Debian packages (scripts/package-check.sh) and the DKMS build for both
+# kernel series (scripts/dkms-check.sh). The VT-x lab
 # runs twice, L1 = Debian's 6.1 and L1 = Debian's 6.12 (scripts/debian-kernels.sh), each one
 # Bochs on one core for ~25 minutes: both run in the background beside the rest, their logs go
 # to BUILD_DIR/kernel-lab-<release>.log and are shown at the end.
@@ -39,6 +40,10 @@ if [[ ${IMEE_SANITIZE:-1} != 0 ]]; then
   echo "== fuzzers, short run (scripts/fuzz.sh runs 10^6 executions each)"
   BUILD_DIR=$build-fuzz FUZZ_RUNS=${FUZZ_RUNS:-20000} "$repo/scripts/fuzz.sh" || status=1
 fi
+
+echo "== Debian packages: built, installed, an outside program built against /usr, removed (scripts/package-check.sh)"
+BUILD_DIR=$build "$repo/scripts/package-check.sh" >"$build/package-check.log" 2>&1 || { status=1; tail -n 30 "$build/package-check.log"; }
+tail -n 1 "$build/package-check.log"
 
 echo "== DKMS: the patched modules built by dkms for Debian 12's 6.1 and 6.12 kernels"
 "$repo/scripts/dkms-check.sh" 2>"$build/dkms-check.log" || { status=1; tail -n 30 "$build/dkms-check.log"; }

@@ -60,7 +60,9 @@ KERNEL_HAND_BUILT_TESTS="$HAND_BUILT"
 # Tools through the kernel backend vs the guest's own view, 10,000 random reads vs the software
 # walk, blind spot, retarget, consistency. (Text output and tools-vs-soft run on the host only:
 # they do not depend on the backend beyond what these check, and L1's time is scarce.)
-KERNEL_LIVE_TESTS='LiveKernel.*:Guests/LiveTools.*Matches*/4level:Guests/LiveKvm.Random*/4level:Guests/LiveKvm.ReadingTheAgentsOwnHome*/4level:Guests/LiveConsistency.*/4level'
+# The lab rootkit (tests/lab/rootkit) loaded into L2, each attack found by the four tools through
+# the kernel backend, none before it nor after its unload.
+KERNEL_LIVE_TESTS='LiveKernel.*:Guests/LiveTools.*Matches*/4level:Guests/LiveKvm.Random*/4level:Guests/LiveKvm.ReadingTheAgentsOwnHome*/4level:Guests/LiveConsistency.*/4level:Guests/LiveRootkit.*/4level_kernel'
 run_gtest() {  # run_gtest NAME BINARY FILTER: streams its output (a hang shows how far it got)
     name=$1 bin=$2 filter=$3
     echo "VTX-TEST $name: start"
@@ -93,6 +95,13 @@ if [ -x $IMEE_BIN/imee_kernel_tests ] && [ -x $IMEE_BIN/imee_kvm_tests ] && [ -x
     check "guests paused for the unit tests" 'guests stop'
     run_gtest kernel-ioctl $IMEE_BIN/imee_kernel_tests "$KERNEL_IOCTL_TESTS"
     run_gtest kernel-suite $IMEE_BIN/imee_kvm_tests "$KERNEL_SUITE_TESTS"
+    # examples/imee_ioctl.c: the ioctls from a plain C program, on a VM of its own (a known
+    # pattern) and on L2 (paused: its RAM file holds what the ImEE must read)
+    check "imee_ioctl example on its own VM" \
+        'IMEE_REQUIRE_KERNEL=1 $IMEE_BIN/imee_ioctl > /run/imee/ioctl.log 2>&1; rc=$?; sed "s/^/VTX-TEST imee_ioctl| /" /run/imee/ioctl.log; [ $rc = 0 ]'
+    want=$(od -A n -t x8 -j $((0x100000)) -N 8 "$L2_RAM" | tr -d ' ')
+    check "imee_ioctl example reads L2's GPA 0x100000 as its RAM file holds it (0x$want)" \
+        'IMEE_REQUIRE_KERNEL=1 $IMEE_BIN/imee_ioctl --pid $QEMU_PID --gpa 0x100000 > /run/imee/ioctl-l2.log 2>&1; rc=$?; sed "s/^/VTX-TEST imee_ioctl| /" /run/imee/ioctl-l2.log; [ $rc = 0 ] && grep -q "0x$want" /run/imee/ioctl-l2.log'
     check "guests resumed" 'guests cont'
     # swap (zram) for the tests that have the target's pages swapped out; only now: the unit
     # tests before judge memory counters that swap would move
