@@ -12,6 +12,8 @@ packages=(
   dwarves xz-utils zstd clang libclang-rt-14-dev
   # the Python module and its tests; the tools' man pages; the Debian packages (dpkg-shlibdeps)
   python3-dev python3-pybind11 python3-pytest help2man dpkg-dev
+  # libimee's API reference
+  doxygen
 )
 
 missing=()
