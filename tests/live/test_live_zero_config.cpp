@@ -148,15 +148,32 @@ TEST_P(LiveZeroConfig, BtfFromGuestMemoryEqualsTheImageFilesBtf) {
   EXPECT_EQ(classic.syscall_slots, built.profile.syscall_slots);
 }
 
+// syscalldmp's JSON without what only the kernel image can say: the handler the image links at
+// each index. A profile from guest memory has no image (image_handlers_known false), one from
+// the vmlinuz file has it (true); everything else must be the same.
+std::string without_image_handlers(const std::string& out, bool image_known) {
+  nlohmann::json doc = nlohmann::json::parse(out, nullptr, false);
+  if (doc.is_discarded()) return out;
+  EXPECT_EQ(doc.value("image_handlers_known", !image_known), image_known);
+  doc.erase("image_handlers_known");
+  for (auto& e : doc["entries"])
+    for (const char* key : {"image_handler", "image_handler_symbol", "matches_image"}) e.erase(key);
+  return doc.dump(1);
+}
+
 TEST_P(LiveZeroConfig, ToolsWithNothingButATargetMatchTheToolsGivenFiles) {
-  for (const char* tool : {"pidlist", "pslist", "credlist", "syscalldmp"}) {
+  for (const std::string tool : {"pidlist", "pslist", "credlist", "syscalldmp"}) {
     bool same = false;
     std::string last;
     for (int attempt = 0; attempt < 4 && !same; ++attempt) {
-      const RunResult zero = zero_config(tool);
+      RunResult zero = zero_config(tool);
       ASSERT_EQ(zero.status, 0) << tool << ": " << zero.err;
-      const RunResult classic = guest_.tool(tool);
+      RunResult classic = guest_.tool(tool);
       ASSERT_EQ(classic.status, 0) << tool << ": " << classic.err;
+      if (tool == "syscalldmp") {
+        zero.out = without_image_handlers(zero.out, false);
+        classic.out = without_image_handlers(classic.out, true);
+      }
       same = zero.out == classic.out;  // the task set may move between the runs: retry
       last = zero.out.substr(0, 2000) + "\n--- vs ---\n" + classic.out.substr(0, 2000);
     }
