@@ -237,8 +237,12 @@ TEST_P(LiveRootkit, EveryAttackIsReportedExactlyAndNothingAfterCleanup) {
   for (const json& f : cr["findings"]) {
     kinds.insert(f["kind"]);
     EXPECT_EQ(f["cred"], init_cred) << f.dump();
-    if (f["kind"] == "init_cred") EXPECT_EQ(f["pids"], json::array({steal}));
-    if (f["kind"] == "shared_across_groups") EXPECT_EQ(f["pids"], json::array({0, steal}));
+    if (f["kind"] == "init_cred") {
+      EXPECT_EQ(f["pids"], json::array({steal}));
+    }
+    if (f["kind"] == "shared_across_groups") {
+      EXPECT_EQ(f["pids"], json::array({0, steal}));
+    }
   }
   EXPECT_EQ(kinds, (std::set<std::string>{"init_cred", "shared_across_groups"}))
       << cr["findings"].dump();
@@ -265,7 +269,9 @@ TEST_P(LiveRootkit, EveryAttackIsReportedExactlyAndNothingAfterCleanup) {
                             "(did its first sample come after the write?): "
                          << cr["findings"].dump();
   for (const json& task : cr["tasks"])
-    if (task["pid"] == write) EXPECT_EQ(task["euid"], 0) << "the written ids: " << task.dump();
+    if (task["pid"] == write) {
+      EXPECT_EQ(task["euid"], 0) << "the written ids: " << task.dump();
+    }
 
   // Cleanup: the module restores everything; the tools find nothing again.
   EXPECT_EQ(g.query("rk unload"), "unloaded\n");
