@@ -214,8 +214,8 @@ LinuxProfile LinuxProfile::build(const std::string& btf_source, const std::strin
   LinuxProfile p = build(types, symbols, btf_source, origin);
   for (const KernelTypes::ImageRange& r : syscall_table_range(symbols))
     if (r.text_offset <= image.loaded.size() && r.size <= image.loaded.size() - r.text_offset)
-      p.syscall_handlers = image_syscall_handlers(
-          std::span(image.loaded).subspan(r.text_offset, r.size));
+      p.syscall_handlers =
+          image_syscall_handlers(std::span(image.loaded).subspan(r.text_offset, r.size));
   // The banner: find_banners knew the offsets from the ELF's segments.
   for (const KernelBanner& b : image.banners)
     if (b.text_offset == p.symbols["linux_banner"]) p.banner = b.text;
