@@ -68,13 +68,20 @@ for k in "${kernels[@]}"; do
     t0=$(date +%s)
     if dkms build "$NAME/$VERSION" -k "$k" "${trees[@]}" >&2; then
         t=$(($(date +%s) - t0))
-        mod=$(ls "$tmp/dkms/$NAME/$VERSION/$k"/*/module/kvm.ko* 2>/dev/null | head -n1)
-        vm=$(modinfo -F vermagic "$mod" 2>/dev/null | sed 's/ *$//')
-        ver=$(modinfo -F version "$mod" 2>/dev/null)
-        case "$vm" in
-        "$k "*) details+=("$k: vermagic '$vm', version $ver, ${t}s") ;;
-        *) status=FAIL; details+=("$k: vermagic '$vm' is not $k's, ${t}s") ;;
-        esac
+        # every module DKMS built (kvm, kvm-intel, kvm-amd): this kernel's vermagic, our version
+        bad=
+        for m in kvm kvm-intel kvm-amd; do
+            mod=$(ls "$tmp/dkms/$NAME/$VERSION/$k"/*/module/$m.ko* 2>/dev/null | head -n1)
+            vm=$(modinfo -F vermagic "$mod" 2>/dev/null | sed 's/ *$//')
+            ver=$(modinfo -F version "$mod" 2>/dev/null)
+            case "$vm" in "$k "*) ;; *) bad+=" $m.ko: vermagic '$vm'" ;; esac
+            [[ $ver == imee-* ]] || bad+=" $m.ko: version '$ver'"
+        done
+        if [[ -z $bad ]]; then
+            details+=("$k: kvm, kvm-intel, kvm-amd with vermagic '$k ...', version $ver, ${t}s")
+        else
+            status=FAIL; details+=("$k:$bad, ${t}s")
+        fi
     else
         t=$(($(date +%s) - t0))
         status=FAIL

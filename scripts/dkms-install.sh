@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dkms-install.sh [-k KVER]... -- install ImEE's kvm.ko + kvm-intel.ko with
+# dkms-install.sh [-k KVER]... -- install ImEE's kvm.ko + kvm-intel.ko + kvm-amd.ko with
 # DKMS for the running kernel (or each -k release), rebuilt by DKMS on every
 # kernel upgrade (AUTOINSTALL).  Debian 12, as root.
 # dkms-install.sh --remove -- take them out again (all kernels).
@@ -24,6 +24,8 @@ log() { echo "dkms-install.sh: $*" >&2; }
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 NAME=imee-kvm
+# the vendor module this host loads (AMD CPUs: kvm_amd)
+vmod=kvm_intel; grep -qw svm /proc/cpuinfo 2>/dev/null && vmod=kvm_amd
 VERSION=${IMEE_DKMS_VERSION:-$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$REPO/dkms.conf")}
 [ -n "$VERSION" ] || die "no PACKAGE_VERSION in $REPO/dkms.conf"
 SRC=/usr/src/$NAME-$VERSION
@@ -52,7 +54,7 @@ if [ "$remove" = 1 ]; then
         rm -rf "/usr/src/$NAME-$v"
     done
     log "removed; the stock modules are back for the next load:"
-    log "  modprobe -r kvm_intel kvm && modprobe kvm_intel   (stops every VM first)"
+    log "  modprobe -r $vmod kvm && modprobe $vmod   (stops every VM first)"
     exit 0
 fi
 
@@ -94,16 +96,16 @@ for k in "${kvers[@]}"; do
 done
 
 cat >&2 <<EOF
-dkms-install.sh: installed ImEE's kvm.ko and kvm-intel.ko for ${kvers[*]} in
+dkms-install.sh: installed ImEE's kvm.ko, kvm-intel.ko and kvm-amd.ko for ${kvers[*]} in
   /lib/modules/<release>/updates/dkms/ -- they REPLACE the stock KVM modules
   at the next load (modprobe prefers updates/), and DKMS rebuilds them for
   every new kernel of a supported series (6.1, 6.12).
 Load them now (stops every running VM):
-  modprobe -r kvm_intel kvm && modprobe kvm_intel
-  modinfo -F version kvm_intel     # "imee-1" is ours; the stock module has none
+  modprobe -r $vmod kvm && modprobe $vmod
+  modinfo -F version $vmod     # "imee-1" is ours; the stock module has none
 Go back to the stock modules:
   scripts/dkms-install.sh --remove   (= dkms remove $NAME/$VERSION --all)
-  modprobe -r kvm_intel kvm && modprobe kvm_intel
+  modprobe -r $vmod kvm && modprobe $vmod
 Secure Boot: DKMS signed the modules with /var/lib/dkms/mok.key; enroll
   its certificate once (mokutil --import /var/lib/dkms/mok.pub, reboot,
   confirm in MokManager), or the kernel refuses to load them.

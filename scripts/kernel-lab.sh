@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kernel-lab.sh [BUILD_DIR] -- the kernel-path tests. The host has no VT-x, so our kvm-intel only
-# runs in the VT-x lab (tests/vtx-lab: Bochs emulates VT-x + EPT): this builds our kvm.ko +
-# kvm-intel.ko, builds the lab with them, the tools and the test binaries (imee_kernel_tests,
+# runs in the VT-x lab (tests/vtx-lab: Bochs emulates VT-x + EPT; LAB_VENDOR=amd: its AMD-V + NPT
+# twin, with kvm-amd): this builds our kvm.ko + kvm-intel.ko (kvm-amd.ko), builds the lab with
+# them, the tools and the test binaries (imee_kernel_tests,
 # imee_kvm_tests, imee_live_tests) copied into L1, boots it and runs tests/vtx-lab/l1/tests/run.sh in L1 against
 # two L2 guests.
 # Prints one summary line; exit 0 only on "VTX-LAB RESULT: PASS" (FAIL, timeout: 1).
@@ -9,6 +10,7 @@
 #   BUILD_DIR            CMake build directory with the tools (argument, or IMEE_BUILD_DIR,
 #                        default build/); built here first (nothing to do when it is up to date)
 #   KERNEL_LAB_DIR       the lab's output directory (default build/vtx-lab)
+#   LAB_VENDOR           intel (default) or amd: which ImEE, on which emulated CPU
 #   LAB_KERNEL_PKG       Debian kernel package of L1 (and of the L2 guests), e.g.
 #                        linux-image-6.12.117+deb12-amd64; our modules are built for it
 #                        (default: what linux-image-amd64 depends on)
@@ -19,6 +21,13 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$(realpath -m "${1:-${IMEE_BUILD_DIR:-$repo/build}}")  # absolute: the lab build needs it
 lab=${KERNEL_LAB_DIR:-$repo/build/vtx-lab}
 export VTX_TIMEOUT=${VTX_TIMEOUT:-3600}
+vendor=${LAB_VENDOR:-intel}
+case $vendor in
+intel) vendor_label="" amd_build=n ;;
+amd) vendor_label="AMD " amd_build=y ;;
+*) echo "kernel-lab.sh: LAB_VENDOR must be intel or amd" >&2; exit 2 ;;
+esac
+export VTX_VENDOR=$vendor
 
 start=$(date +%s)
 phase_start=$start
@@ -32,7 +41,7 @@ phase_done() {  # phase_done NAME: record the wall time since the previous phase
 finish() {  # finish PASS|FAIL [WHY]: the summary line, and the exit status
   local phases
   phases=$(printf '%s, ' "${times[@]}")
-  echo "kernel-lab.sh: $1 on L1 ${l1_pkg#linux-image-}${2:+ ($2)}; ${phases}total $(($(date +%s) - start))s wall"
+  echo "kernel-lab.sh: $1 on ${vendor_label}L1 ${l1_pkg#linux-image-}${2:+ ($2)}; ${phases}total $(($(date +%s) - start))s wall"
   [[ $1 == PASS ]]
   exit $?
 }
@@ -57,12 +66,16 @@ done
 phase_done tools
 
 echo "kernel-lab.sh: build kvm modules"
-# default output: build/kvm-modules/<kernel release>; the last lines name the modules
-modout=$(IMEE_KVER=${l1_pkg#linux-image-} "$repo/scripts/build-kvm-modules.sh") ||
+# output: build/kvm-modules/<kernel release> (the default), <release>-amd with kvm-amd.ko (an
+# Intel lab may build the other at the same time); the last lines name the modules
+kver=${l1_pkg#linux-image-}
+moddir=$repo/build/kvm-modules/$kver
+[[ $vendor == amd ]] && moddir+=-amd
+modout=$(IMEE_KVER=$kver IMEE_KVM_AMD=$amd_build "$repo/scripts/build-kvm-modules.sh" "$moddir") ||
   finish FAIL "kvm module build failed"
 echo "$modout"
-moddir=$(dirname "$(grep '/kvm-intel\.ko$' <<<"$modout" | tail -n1)")
-[[ -s $moddir/kvm-intel.ko ]] || finish FAIL "kvm module build named no kvm-intel.ko"
+vendor_ko=kvm-$vendor.ko
+[[ -s $moddir/$vendor_ko ]] || finish FAIL "kvm module build made no $vendor_ko"
 phase_done modules
 
 echo "kernel-lab.sh: build the VT-x lab ($lab)"

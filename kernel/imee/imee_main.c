@@ -6,19 +6,22 @@
  * <linux/kvm_imee.h>.
  *
  * An ImEE is a "shell" VM that user space created with stock ioctls (one
- * vCPU that never ran, memslots holding the agent's local pages) plus an
- * EPT that ImEE builds itself (ept.c) and loads into the shell's vCPU in
- * place of KVM's: target memory read-only and no-execute, the agent's page
- * execute-only at agent_gpa, the shell's pages pinned.  It is filled on EPT
- * violations, one page at a time, from the target's memslots and the
- * target VMM's page tables (get_user_pages_remote), and emptied whenever
- * KVM's MMU notifier or a memslot change says a host page may no longer be
- * the target's.  KVM runs the vCPU (kvm_arch_vcpu_ioctl_run); every
- * exception exits (exception bitmap all ones) and ends the activation with
- * a typed fault, as do EPT violations the rules of ept_logic.h refuse.
+ * vCPU that never ran, memslots holding the agent's local pages) plus a
+ * two-dimensional page table (TDP: EPT on Intel, NPT on AMD) that ImEE
+ * builds itself (tdp.c) and loads into the shell's vCPU in place of KVM's:
+ * target memory read-only and no-execute, the agent's page at agent_gpa
+ * execute-only (NPT: readable and executable), the shell's pages pinned.
+ * It is filled on TDP faults (EPT violations, #NPF), one page at a time,
+ * from the target's memslots and the target VMM's page tables
+ * (get_user_pages_remote), and emptied whenever KVM's MMU notifier or a
+ * memslot change says a host page may no longer be the target's.  KVM runs
+ * the vCPU (kvm_arch_vcpu_ioctl_run); every exception exits (all
+ * intercepted) and ends the activation with a typed fault, as do TDP
+ * faults the rules of tdp_logic.h refuse.  What differs between Intel and
+ * AMD is in intel.c and amd.c (struct imee_vendor, core.h).
  *
  * Coherence with the target (security review, DESIGN.md "Kernel patch
- * principles"): every path that installs an EPT entry for target memory
+ * principles"): every path that installs a TDP entry for target memory
  * re-checks, under imee->mmu_lock, imee->gen -- bumped under that lock by
  * every MMU-notifier invalidation of a target memslot, by the notifier's
  * release, by every memslot delete/move of the target and by retarget --
@@ -26,7 +29,8 @@
  * _gfn() (6.12), imee_invalidate_retry() in compat.h; a page
  * taken before a bump is put back, never mapped.  The ImEE's TLB is
  * flushed with KVM_REQ_TLB_FLUSH to its own vCPU (imee_flush()), which
- * does a global INVEPT before that vCPU enters again.  Lock order:
+ * does a global INVEPT (Intel) or flushes the vCPU's ASID (AMD) before
+ * that vCPU enters again.  Lock order:
  * target kvm->srcu (read) -> target kvm->mmu_lock (read) -> imee->mmu_lock;
  * imee->lock (mutex) is taken outside all of them.
  */
@@ -53,11 +57,9 @@
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
-#include <asm/msr.h>
-#include <asm/vmx.h>
 
 #include "compat.h"
-#include "ept.h"
+#include "core.h"
 
 /* How long activation waits for a running target vCPU to exit. */
 #define IMEE_KICK_TIMEOUT_MS	100
@@ -114,11 +116,12 @@ struct imee_fault {
 
 struct imee {
 	struct list_head node;
+	const struct imee_vendor *vendor;
 	struct kvm *shell;		/* reference held */
 	struct kvm_vcpu *vcpu;		/* the shell's vCPU that runs the agent */
 	struct mutex lock;		/* one activation or retarget at a time */
 	/*
-	 * mmu_lock: ept, gen, target_gone, pinned, stats.  The target fields
+	 * mmu_lock: tdp, gen, target_gone, pinned, stats.  The target fields
 	 * change under both locks.  Nests inside the target's kvm->mmu_lock.
 	 */
 	spinlock_t mmu_lock;
@@ -128,15 +131,15 @@ struct imee {
 	u64 agent_gfn;
 	u64 agent_local_gfn;
 	bool target_gone;		/* the target's mm has exited */
-	bool closing;			/* release: the vCPU leaves our EPT */
-	struct imee_ept ept;
+	bool closing;			/* release: the vCPU leaves our TDP */
+	struct imee_tdp tdp;
 	struct xarray pins;		/* shell gfn -> pinned page */
 	unsigned long pinned;		/* pins charged to shell->mm locked_vm */
 	struct task_struct *runner;	/* task in kvm_arch_vcpu_ioctl_run */
 	struct imee_fault fault;	/* of the current activation */
-	u64 last_gfn;			/* EPT violations in a row on it */
+	u64 last_gfn;			/* TDP faults in a row on it */
 	unsigned int repeats;
-	u64 run_ept_violations;		/* exits of the current activation */
+	u64 run_tdp_faults;		/* exits of the current activation */
 	u64 run_exceptions;
 	u64 run_exit_reasons[IMEE_EXIT_REASONS];
 	bool exceptions_intercepted;
@@ -145,7 +148,7 @@ struct imee {
 };
 
 /*
- * EPT violations in a row on one GFN before the activation is ended: a
+ * TDP faults in a row on one GFN before the activation is ended: a
  * mapping that does not satisfy the access (a CPU or emulator quirk) must
  * not loop forever.  Races with invalidations retry a few times at most.
  */
@@ -233,39 +236,39 @@ static struct imee *imee_running(struct kvm_vcpu *vcpu)
 /* ------------------------------------------------------------ exits */
 
 /*
- * From vmx_vcpu_run() after every VM exit of any VM while an ImEE exists
- * (before KVM handles it, fastpath exits included): count the exits of a
- * running activation by reason.  Only the runner's task, inside
+ * From the vendor's vcpu_run after every VM exit of any VM while an ImEE
+ * exists (before KVM handles it, fastpath exits included): count the exits
+ * of a running activation by reason.  Only the runner's task, inside
  * kvm_arch_vcpu_ioctl_run() under vcpu->mutex, writes run_exit_reasons.
  */
-void kvm_imee_vcpu_exit(struct kvm_vcpu *vcpu, u32 reason)
+void imee_count_exit(struct kvm_vcpu *vcpu, u32 reason)
 {
 	struct imee *imee = imee_running(vcpu);
 
 	if (imee && reason < IMEE_EXIT_REASONS)
 		imee->run_exit_reasons[reason]++;
 }
-EXPORT_SYMBOL_GPL(kvm_imee_vcpu_exit);
 
 /*
- * From vmx_load_mmu_pgd(), whenever the vCPU (re)loads its EPT pointer
- * (KVM_REQ_LOAD_MMU_PGD, a new root): the ImEE's vCPU, and only it, runs on
- * the ImEE's EPT, so imee_flush() needs to reach that one vCPU.  Any other
- * vCPU user space adds to the shell keeps KVM's EPT (of the shell's memory).
+ * From vmx_load_mmu_pgd() / svm_load_mmu_pgd(), whenever the vCPU (re)loads
+ * its TDP root (KVM_REQ_LOAD_MMU_PGD, a new root): the ImEE's vCPU, and
+ * only it, runs on the ImEE's TDP, so imee_flush() needs to reach that one
+ * vCPU.  Any other vCPU user space adds to the shell keeps KVM's (of the
+ * shell's memory).
  */
-u64 kvm_imee_eptp(struct kvm_vcpu *vcpu, u64 kvm_eptp)
+u64 kvm_imee_tdp_pointer(struct kvm_vcpu *vcpu, u64 kvm_pointer)
 {
 	struct imee *imee;
-	u64 eptp = kvm_eptp;
+	u64 pointer = kvm_pointer;
 
 	rcu_read_lock();
 	imee = imee_of_shell(vcpu->kvm);
 	if (imee && imee->vcpu == vcpu && !READ_ONCE(imee->closing))
-		eptp = imee_ept_pointer(&imee->ept);
+		pointer = imee->vendor->tdp_pointer(imee_tdp_root_pa(&imee->tdp));
 	rcu_read_unlock();
-	return eptp;
+	return pointer;
 }
-EXPORT_SYMBOL_GPL(kvm_imee_eptp);
+EXPORT_SYMBOL_GPL(kvm_imee_tdp_pointer);
 
 /* End the activation with a fault; the vCPU stays where it stopped. */
 static int imee_stop(struct imee *imee, u32 kind, u32 info, u64 addr, u64 gva)
@@ -282,15 +285,21 @@ static int imee_stop(struct imee *imee, u32 kind, u32 info, u64 addr, u64 gva)
  * Flush the ImEE vCPU's TLB: KVM_REQ_TLB_FLUSH to that vCPU alone, and wait
  * (KVM_REQUEST_WAIT: an IPI acknowledged after the vCPU left guest mode)
  * until it runs outside guest mode; it does not re-enter before handling
- * the request.  The handler, kvm_vcpu_flush_tlb_all() ->
- * vmx_flush_tlb_all(), does a *global* INVEPT (ept_sync_global(); launch
+ * the request.  The handler is kvm_vcpu_flush_tlb_all().  Intel:
+ * vmx_flush_tlb_all(), a *global* INVEPT (ept_sync_global(); launch
  * requires EPT), which drops the guest-physical and combined mappings of
  * every EPTP, the ImEE's included, on the CPU the vCPU is about to enter
- * on.  A vCPU that moves to another CPU gets a KVM_REQ_TLB_FLUSH from
- * vmx_vcpu_load_vmcs() there.  Never kvm_flush_remote_tlbs(shell): with
- * Hyper-V's remote flush it flushes the root KVM tracked for the shell
- * (hv_track_root_tdp()), not the ImEE's EPT, and sends no request at all.
- * Callable in atomic context (as KVM's own flushes under mmu_lock).
+ * on; a vCPU that moves to another CPU gets a KVM_REQ_TLB_FLUSH from
+ * vmx_vcpu_load_vmcs() there.  AMD: svm_flush_tlb_all() ->
+ * svm_flush_tlb_asid(), TLB_CONTROL_FLUSH_ASID at the next VMRUN (or a new
+ * ASID), which drops every translation tagged with the vCPU's ASID, nested
+ * ones included; a vCPU that moves to another CPU gets a new ASID there
+ * (pre_svm_run()).  Never kvm_flush_remote_tlbs(shell): with Hyper-V's
+ * remote flush it flushes the root KVM tracked for the shell
+ * (hv_track_root_tdp()), not the ImEE's, and sends no request at all;
+ * svm_flush_tlb_all() does the same under Hyper-V's enlightened NPT TLB,
+ * hence amd.c refuses Hyper-V hosts.  Callable in atomic context (as KVM's
+ * own flushes under mmu_lock).
  */
 static void imee_flush(struct imee *imee)
 {
@@ -308,7 +317,7 @@ static void imee_invalidated(struct imee *imee)
 
 /* Map @gfn to the shell's page @local_gfn, pinned for the ImEE's life. */
 static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
-			  u64 perms)
+			  unsigned int perms)
 {
 	struct mm_struct *mm = imee->shell->mm;
 	struct kvm_memory_slot *slot;
@@ -316,7 +325,7 @@ static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
 	bool pinned = false;
 	int r;
 
-	r = imee_ept_topup(&imee->ept);
+	r = imee_tdp_topup(&imee->tdp);
 	if (r)
 		return r;
 	page = xa_load(&imee->pins, local_gfn);
@@ -359,7 +368,7 @@ static int imee_map_local(struct imee *imee, u64 gfn, u64 local_gfn,
 	spin_lock(&imee->mmu_lock);
 	if (pinned)
 		imee->pinned++;
-	imee_ept_map(&imee->ept, gfn, page_to_phys(page), perms);
+	imee_tdp_map(&imee->tdp, gfn, page_to_phys(page), perms);
 	imee->stats.local_maps++;
 	spin_unlock(&imee->mmu_lock);
 	return 1;
@@ -394,7 +403,7 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	int idx, r;
 	long n;
 
-	r = imee_ept_topup(&imee->ept);
+	r = imee_tdp_topup(&imee->tdp);
 	if (r)
 		return r;
 	spin_lock(&imee->mmu_lock);
@@ -441,7 +450,7 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 
 	/*
 	 * Security review -- the only path that puts target memory into an
-	 * ImEE's EPT.  @page is referenced, but may already have stopped being
+	 * ImEE's TDP.  @page is referenced, but may already have stopped being
 	 * the target's (and be freed at put_page() below) if, since gen and
 	 * mmu_seq were sampled before get_user_pages_remote():
 	 *  - an MMU-notifier invalidation covered a target memslot
@@ -470,7 +479,7 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	gone = imee->target_gone;
 	if (!gone && imee->gen == gen &&
 	    !imee_invalidate_retry(target, mmu_seq, gfn, hva)) {
-		imee_ept_map(&imee->ept, gfn, page_to_phys(page), IMEE_EPT_R);
+		imee_tdp_map(&imee->tdp, gfn, page_to_phys(page), IMEE_PERM_R);
 		imee->stats.target_maps++;
 		mapped = true;
 	} else {
@@ -510,35 +519,35 @@ static enum imee_region imee_region_of(struct imee *imee, u64 gfn)
 	return in_target ? IMEE_REGION_TARGET : IMEE_REGION_NONE;
 }
 
-int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual, u64 gla)
+int imee_tdp_fault(struct kvm_vcpu *vcpu, u64 gpa, u64 gla,
+		   unsigned int access, u32 info, u32 exit_reason)
 {
 	struct imee *imee = imee_running(vcpu);
 	u64 gfn = gpa_to_gfn(gpa);
 
 	if (!imee)
 		return -EPERM;
-	imee->run_ept_violations++;
-	if (!(qual & IMEE_QUAL_GLA_VALID))
-		gla = 0;
+	imee->run_tdp_faults++;
 	if (imee_trace)
-		pr_info("EPT violation gpa 0x%llx qual 0x%llx gla 0x%llx\n", gpa, qual, gla);
-	if (gfn > IMEE_EPT_MAX_GFN)
+		pr_info("TDP fault gpa 0x%llx access 0x%x gla 0x%llx\n", gpa, access, gla);
+	if (gfn > IMEE_TDP_MAX_GFN)
 		return imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gpa, gla);
 	if (gfn != imee->last_gfn) {
 		imee->last_gfn = gfn;
 		imee->repeats = 0;
 	} else if (++imee->repeats > IMEE_MAX_REPEATS) {
-		pr_warn_ratelimited("EPT violations repeat at GPA 0x%llx (qualification 0x%llx)\n",
-				    gpa, qual);
-		return imee_stop(imee, IMEE_FAULT_EXIT, EXIT_REASON_EPT_VIOLATION, gpa, gla);
+		pr_warn_ratelimited("TDP faults repeat at GPA 0x%llx (access 0x%x)\n",
+				    gpa, access);
+		return imee_stop(imee, IMEE_FAULT_EXIT, exit_reason, gpa, gla);
 	}
 
-	switch (imee_classify(imee_region_of(imee, gfn), qual)) {
+	switch (imee_classify(imee_region_of(imee, gfn), access,
+			      imee->vendor->format == IMEE_TDP_EPT)) {
 	case IMEE_MAP_LOCAL:
-		return imee_map_local(imee, gfn, gfn, IMEE_EPT_RWX);
+		return imee_map_local(imee, gfn, gfn, IMEE_PERM_RWX);
 	case IMEE_MAP_AGENT:
 		return imee_map_local(imee, gfn, imee->agent_local_gfn,
-				      IMEE_EPT_X);
+				      IMEE_PERM_X);
 	case IMEE_MAP_TARGET:
 		return imee_map_target(imee, gfn, gla);
 	case IMEE_STOP_BLIND_SPOT:
@@ -546,14 +555,12 @@ int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual, u64 gla)
 	case IMEE_STOP_NEEDS_A_BIT:
 		return imee_stop(imee, IMEE_FAULT_NEEDS_A_BIT, 0, gpa, gla);
 	case IMEE_STOP_FORBIDDEN:
-		return imee_stop(imee, IMEE_FAULT_FORBIDDEN, (u32)qual, gpa,
-				 gla);
+		return imee_stop(imee, IMEE_FAULT_FORBIDDEN, info, gpa, gla);
 	case IMEE_STOP_NO_GPA:
 	default:
 		return imee_stop(imee, IMEE_FAULT_NO_GPA, 0, gpa, gla);
 	}
 }
-EXPORT_SYMBOL_GPL(kvm_imee_ept_violation);
 
 int kvm_imee_exception(struct kvm_vcpu *vcpu, u32 vector, bool has_error,
 		       u32 error_code, u64 cr2)
@@ -607,7 +614,7 @@ static bool imee_zap_hva(struct imee *imee, struct kvm *kvm,
 		if (s >= e)
 			continue;
 		hit = true;
-		*zapped |= imee_ept_zap(&imee->ept, hva_to_gfn_memslot(s, slot),
+		*zapped |= imee_tdp_zap(&imee->tdp, hva_to_gfn_memslot(s, slot),
 					hva_to_gfn_memslot(e + PAGE_SIZE - 1,
 							   slot));
 	}
@@ -683,7 +690,7 @@ void __kvm_imee_invalidate_gfn(struct kvm *kvm, u64 start, u64 end,
 			continue;
 		spin_lock(&imee->mmu_lock);
 		if (imee->target == kvm) {
-			imee_ept_zap(&imee->ept, start, end);
+			imee_tdp_zap(&imee->tdp, start, end);
 			if (mm_gone)
 				WRITE_ONCE(imee->target_gone, true);
 			imee_invalidated(imee);
@@ -834,7 +841,7 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	if (r)
 		goto unlock;
 	if (!imee->exceptions_intercepted) {
-		/* the patched vmx_update_exception_bitmap() sets every bit */
+		/* the patched vmx/svm_update_exception_bitmap() intercepts all */
 		vcpu_load(vcpu);
 		kvm_x86_call(update_exception_bitmap)(vcpu);
 		vcpu_put(vcpu);
@@ -842,7 +849,7 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	}
 	memset(&imee->fault, 0, sizeof(imee->fault));
 	imee->last_gfn = ~0ULL;
-	imee->run_ept_violations = 0;
+	imee->run_tdp_faults = 0;
 	imee->run_exceptions = 0;
 	WRITE_ONCE(imee->runner, current);
 	exits = vcpu->stat.exits;
@@ -852,7 +859,7 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	vcpu->wants_to_run = false;
 	arg.exits = vcpu->stat.exits - exits;
 	arg.exits_interrupt = vcpu->stat.irq_exits - irqs;
-	arg.exits_ept_violation = imee->run_ept_violations;
+	arg.exits_ept_violation = imee->run_tdp_faults;
 	arg.exits_exception = imee->run_exceptions;
 	known = arg.exits_interrupt + arg.exits_ept_violation +
 		arg.exits_exception;
@@ -895,7 +902,7 @@ static long imee_get_stats(struct imee *imee, struct imee_stats __user *uarg)
 	spin_lock(&imee->mmu_lock);
 	*s = imee->stats;
 	s->pinned_pages = imee->pinned;
-	s->ept_pages = imee->ept.tables;
+	s->ept_pages = imee->tdp.tables;
 	spin_unlock(&imee->mmu_lock);
 	s->version = IMEE_VERSION;
 	r = copy_to_user(uarg, s, sizeof(*s)) ? -EFAULT : 0;
@@ -927,7 +934,7 @@ static void imee_free(struct imee *imee)
 	struct page *page;
 	unsigned long gfn;
 
-	imee_ept_destroy(&imee->ept);
+	imee_tdp_destroy(&imee->tdp);
 	xa_for_each(&imee->pins, gfn, page) {
 		unpin_user_page(page);
 		atomic_long_dec(&imee_held_pages);
@@ -947,9 +954,9 @@ static void imee_free(struct imee *imee)
 
 /*
  * Take a published ImEE out of use, before imee_free().  Security review:
- * the vCPU could be in guest mode on our EPT right now if user space runs
+ * the vCPU could be in guest mode on our TDP right now if user space runs
  * the shell's vCPU itself (KVM_RUN on its fd; an activation holds the ImEE
- * file, so none runs).  Empty the EPT and make the vCPU reload its EPT
+ * file, so none runs).  Empty the TDP and make the vCPU reload its TDP
  * pointer -- KVM's, as closing is set -- before it enters again, while the
  * hooks still see the ImEE (no invalidation is missed until the vCPU is off
  * our tables); only then leave the list and, after RCU, free the tables.
@@ -963,7 +970,7 @@ static void imee_unpublish(struct imee *imee)
 {
 	spin_lock(&imee->mmu_lock);
 	WRITE_ONCE(imee->closing, true);
-	imee_ept_zap(&imee->ept, 0, IMEE_EPT_MAX_GFN + 1);
+	imee_tdp_zap(&imee->tdp, 0, IMEE_TDP_MAX_GFN + 1);
 	imee_invalidated(imee);
 	spin_unlock(&imee->mmu_lock);
 	kvm_make_request(KVM_REQ_LOAD_MMU_PGD, imee->vcpu);
@@ -995,21 +1002,28 @@ static const struct file_operations imee_fops = {
 
 /* ------------------------------------------------------------ launch */
 
-/*
- * The ImEE needs VMX with EPT, 4-level EPT with write-back paging
- * structures, and execute-only EPT entries (the agent's page).
- */
-static bool imee_host_supported(void)
+/* The vendor part for the loaded kvm-intel or kvm-amd, or NULL. */
+static const struct imee_vendor *imee_vendor(void)
 {
-	u64 cap;
+	static const struct imee_vendor *const vendors[] = {
+		&imee_vendor_intel, &imee_vendor_amd,
+	};
+	int i;
 
-	if (!tdp_enabled || !kvm_x86_ops.name ||
-	    strcmp(kvm_x86_ops.name, "kvm_intel"))
-		return false;
-	if (rdmsrl_safe(MSR_IA32_VMX_EPT_VPID_CAP, &cap))
-		return false;
-	return (cap & VMX_EPT_EXECUTE_ONLY_BIT) &&
-	       (cap & VMX_EPT_PAGE_WALK_4_BIT) && (cap & VMX_EPTP_WB_BIT);
+	if (!kvm_x86_ops.name)
+		return NULL;
+	for (i = 0; i < ARRAY_SIZE(vendors); i++)
+		if (!strcmp(kvm_x86_ops.name, vendors[i]->kvm_name))
+			return vendors[i];
+	return NULL;
+}
+
+/* The vendor part, if this host can run ImEEs: KVM uses TDP and the CPU has what it needs. */
+static const struct imee_vendor *imee_host_vendor(void)
+{
+	const struct imee_vendor *v = imee_vendor();
+
+	return v && tdp_enabled && v->host_supported() ? v : NULL;
 }
 
 /* A reference on the live KVM VM behind @fd. */
@@ -1086,7 +1100,8 @@ static void imee_set_target(struct imee *imee, struct kvm *target,
 }
 
 /* A new ImEE in the shell @arg->shell_fd; takes over the @target reference. */
-static long imee_create(const struct imee_launch *arg, struct kvm *target)
+static long imee_create(const struct imee_launch *arg, struct kvm *target,
+			const struct imee_vendor *vendor)
 {
 	struct kvm_vcpu *vcpu;
 	struct kvm *shell;
@@ -1101,7 +1116,7 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 	    atomic_read(&shell->online_vcpus) != 1)
 		goto put_shell;
 	vcpu = kvm_get_vcpu(shell, 0);
-	r = -EBUSY;	/* a vCPU that ran has KVM's EPT and state in use */
+	r = -EBUSY;	/* a vCPU that ran has KVM's TDP and state in use */
 	if (!vcpu || READ_ONCE(vcpu->arch.last_vmentry_cpu) != -1 ||
 	    imee_busy(shell, target))
 		goto put_shell;
@@ -1121,7 +1136,8 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target)
 	mutex_init(&imee->lock);
 	spin_lock_init(&imee->mmu_lock);
 	xa_init(&imee->pins);
-	r = imee_ept_init(&imee->ept);
+	imee->vendor = vendor;
+	r = imee_tdp_init(&imee->tdp, vendor->format);
 	if (r) {
 		imee_free(imee);
 		return r;
@@ -1154,7 +1170,7 @@ put_shell:
 
 /*
  * Move the ImEE of @arg->imee_fd to @target (or, same target, its agent to
- * a new home): new target fields, an empty EPT, one TLB flush.  Nothing is
+ * a new home): new target fields, an empty TDP, one TLB flush.  Nothing is
  * allocated or pinned again.
  */
 static long imee_retarget(const struct imee_launch *arg, struct kvm *target)
@@ -1197,7 +1213,7 @@ static long imee_retarget(const struct imee_launch *arg, struct kvm *target)
 	spin_lock(&imee->mmu_lock);
 	old = imee->target;
 	imee_set_target(imee, target, arg);
-	imee_ept_zap(&imee->ept, 0, IMEE_EPT_MAX_GFN + 1);
+	imee_tdp_zap(&imee->tdp, 0, IMEE_TDP_MAX_GFN + 1);
 	imee_invalidated(imee);
 	spin_unlock(&imee->mmu_lock);
 	imee_flush(imee);
@@ -1211,6 +1227,7 @@ out:
 
 static long imee_launch(struct imee_launch __user *uarg)
 {
+	const struct imee_vendor *vendor;
 	struct imee_launch arg;
 	struct kvm *target;
 	bool retarget;
@@ -1228,11 +1245,12 @@ static long imee_launch(struct imee_launch __user *uarg)
 	if (retarget ? arg.shell_fd != -1 : arg.imee_fd != -1)
 		return -EINVAL;
 	if (!PAGE_ALIGNED(arg.agent_gpa) || !PAGE_ALIGNED(arg.agent_local_gpa) ||
-	    gpa_to_gfn(arg.agent_gpa) > IMEE_EPT_MAX_GFN ||
-	    gpa_to_gfn(arg.agent_local_gpa) > IMEE_EPT_MAX_GFN ||
+	    gpa_to_gfn(arg.agent_gpa) > IMEE_TDP_MAX_GFN ||
+	    gpa_to_gfn(arg.agent_local_gpa) > IMEE_TDP_MAX_GFN ||
 	    arg.agent_gpa == arg.agent_local_gpa)
 		return -EINVAL;
-	if (!imee_host_supported())
+	vendor = imee_host_vendor();
+	if (!vendor)
 		return -EOPNOTSUPP;
 
 	r = imee_get_vm(arg.vm_fd, &target);
@@ -1244,7 +1262,8 @@ static long imee_launch(struct imee_launch __user *uarg)
 		r = -EINVAL;
 		goto put_target;
 	}
-	r = retarget ? imee_retarget(&arg, target) : imee_create(&arg, target);
+	r = retarget ? imee_retarget(&arg, target) :
+		       imee_create(&arg, target, vendor);
 	if (r >= 0)
 		return r;	/* the ImEE holds the target reference */
 put_target:
@@ -1255,6 +1274,7 @@ put_target:
 /* IMEE_QUERY: no version check, so that any caller can ask. */
 static long imee_query(struct imee_query __user *uarg)
 {
+	const struct imee_vendor *vendor = imee_vendor();
 	struct imee_query q;
 
 	if (copy_from_user(&q, uarg, sizeof(q)))
@@ -1268,9 +1288,11 @@ static long imee_query(struct imee_query __user *uarg)
 			    IMEE_FEATURE_READ_TARGET_CR3 | IMEE_FEATURE_STATS |
 			    IMEE_FEATURE_EXIT_COUNTS | IMEE_FEATURE_MEMLOCK |
 			    IMEE_FEATURE_EXIT_REASONS,
-		.max_gpa = (IMEE_EPT_MAX_GFN + 1) << PAGE_SHIFT,
+		.max_gpa = (IMEE_TDP_MAX_GFN + 1) << PAGE_SHIFT,
 	};
-	if (imee_host_supported())
+	if (vendor)
+		q.features |= vendor->features;
+	if (imee_host_vendor())
 		q.features |= IMEE_FEATURE_HOST;
 	return copy_to_user(uarg, &q, sizeof(q)) ? -EFAULT : 0;
 }

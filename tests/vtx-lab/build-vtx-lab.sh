@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # build-vtx-lab.sh OUTDIR -- build the VT-x lab: a Bochs (emulated VT-x + EPT) machine whose L1
 # Linux loads kvm-intel and runs the lab guest (tests/lab) as an L2 KVM guest under QEMU microvm.
+# VTX_VENDOR=amd builds its AMD-V twin: Bochs' Ryzen model (SVM + NPT) and kvm-amd.
 #
 # Produces:
 #   OUTDIR/vtx-lab.iso        isolinux ISO: L1 kernel (Debian) + L1 initramfs
@@ -11,9 +12,11 @@
 #   OUTDIR/cache/             downloaded kernel package, extracted KVM modules
 #
 # Environment:
-#   KVM_MODULES_DIR   directory with kvm.ko and kvm-intel.ko to load in L1 (default: the stock
-#                     modules of the kernel package). irqbypass.ko is taken from there if present,
-#                     else from the stock package.
+#   VTX_VENDOR        intel (default: Bochs corei7_skylake_x, kvm-intel) or amd (Bochs ryzen,
+#                     kvm-amd; L1 boots with clearcpuid=mwaitx noxsave, see README.md)
+#   KVM_MODULES_DIR   directory with kvm.ko and kvm-intel.ko (amd: kvm-amd.ko) to load in L1
+#                     (default: the stock modules of the kernel package). irqbypass.ko is taken
+#                     from there if present, else from the stock package.
 #   VTX_TESTS_DIR     directory copied to /tests in L1; its run.sh is the test run after L2 is
 #                     ready (default: tests/vtx-lab/l1/tests)
 #   VTX_BINARIES      space-separated absolute paths of host executables, copied to /opt/imee/bin/
@@ -66,6 +69,14 @@ for f in $BINARIES; do
 done
 for f in $DATA_FILES; do [ -f "$f" ] || die "VTX_DATA_FILES: no file $f"; done
 L2_TIMEOUT=${VTX_L2_TIMEOUT:-400}
+VENDOR=${VTX_VENDOR:-intel}
+case $VENDOR in
+intel) KVM_VENDOR_KO=kvm-intel.ko BOCHS_CPU=corei7_skylake_x VENDOR_APPEND= ;;
+# Bochs 2.7 never wakes MWAITX (the kernel's delay loop hangs in delay_halt_mwaitx), and with
+# XSAVE on, QEMU's first KVM_RUN in L1 hits "Bad FPU state detected at restore_fpregs_from_fpstate"
+amd) KVM_VENDOR_KO=kvm-amd.ko BOCHS_CPU=ryzen VENDOR_APPEND="clearcpuid=mwaitx noxsave" ;;
+*) die "VTX_VENDOR must be intel or amd" ;;
+esac
 mkdir -p "$CACHE" "$LABDIR"
 
 exec 9>"$OUT/.build.lock"
@@ -107,8 +118,8 @@ KVER=${KPKG#linux-image-}
 # compressors, zsmalloc being built in), uncompressed (6.12 ships .ko.xz). swap.order lists the
 # swap modules in load order.
 STOCK=$CACHE/$KPKG-kvm
-if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/irqbypass.ko" ] ||
-    [ ! -s "$STOCK/swap.order" ]; then
+if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm-amd.ko" ] || [ ! -s "$STOCK/kvm.ko" ] ||
+    [ ! -s "$STOCK/irqbypass.ko" ] || [ ! -s "$STOCK/swap.order" ] || [ ! -e "$STOCK/amd.order" ]; then
     say "fetching KVM and zram modules of $KPKG"
     tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
     chmod 755 "$tmp"   # apt's _apt user must be able to write the .deb
@@ -139,6 +150,11 @@ if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/
     }
     take_module kvm_intel
     mv "$STOCK.tmp/kvm_intel.ko" "$STOCK.tmp/kvm-intel.ko"
+    # kvm-amd's own dependencies (ccp, ...) in load order; kvm and irqbypass are loaded anyway
+    order=(kvm irqbypass)
+    take_module kvm_amd
+    mv "$STOCK.tmp/kvm_amd.ko" "$STOCK.tmp/kvm-amd.ko"
+    printf '%s\n' "${order[@]:2}" | grep -vx kvm_amd > "$STOCK.tmp/amd.order" || true
     order=()
     take_module zram
     printf '%s\n' "${order[@]}" > "$STOCK.tmp/swap.order"
@@ -146,9 +162,9 @@ if [ ! -s "$STOCK/kvm-intel.ko" ] || [ ! -s "$STOCK/kvm.ko" ] || [ ! -s "$STOCK/
     rm -rf "$tmp"; trap - EXIT
 fi
 MODDIR=${KVM_MODULES_DIR:-$STOCK}
-[ -s "$MODDIR/kvm.ko" ] && [ -s "$MODDIR/kvm-intel.ko" ] || die "$MODDIR lacks kvm.ko / kvm-intel.ko"
+[ -s "$MODDIR/kvm.ko" ] && [ -s "$MODDIR/$KVM_VENDOR_KO" ] || die "$MODDIR lacks kvm.ko / $KVM_VENDOR_KO"
 IRQBYPASS=$MODDIR/irqbypass.ko; [ -s "$IRQBYPASS" ] || IRQBYPASS=$STOCK/irqbypass.ko
-for ko in "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko"; do
+for ko in "$MODDIR/kvm.ko" "$MODDIR/$KVM_VENDOR_KO"; do
     vm=$(strings -a "$ko" | sed -n 's/^vermagic=\([^ ]*\).*/\1/p' | head -n1)
     [ "$vm" = "$KVER" ] || die "$ko: vermagic '$vm' does not match the L1 kernel $KVER"
 done
@@ -208,7 +224,7 @@ fi
 # ---------------------------------------------------------------- L1 initramfs
 QEMU=/usr/bin/qemu-system-x86_64
 inputs=("$0" "$HERE/l1/init" "$VMLINUX" "$LABDIR/initramfs.cpio.gz" "$OUT/labctl.static"
-        "$MODDIR/kvm.ko" "$MODDIR/kvm-intel.ko" "$IRQBYPASS" "$STOCK/swap.order" "$QEMU" /bin/busybox "$KALLSYMS")
+        "$MODDIR/kvm.ko" "$MODDIR/$KVM_VENDOR_KO" "$IRQBYPASS" "$STOCK/swap.order" "$QEMU" /bin/busybox "$KALLSYMS")
 # shellcheck disable=SC2206  # space-separated lists by design
 inputs+=($BINARIES $DATA_FILES)
 while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type f -print0)
@@ -216,7 +232,7 @@ while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$TESTS_DIR" -type 
 # any change here forces a rebuild even when no input file is newer (e.g. a binary dropped)
 conf="L2_MEM=$L2_MEM L2_TIMEOUT=$L2_TIMEOUT L2_COUNT=$L2_COUNT L2B_MODE=$L2B_MODE L2B_MEM=$L2B_MEM"
 conf+=" MODDIR=$MODDIR TESTS=$TESTS_DIR KALLSYMS=$KALLSYMS BINARIES=$BINARIES DATA=$DATA_FILES"
-conf+=" TEST_ENV=$TEST_ENV"
+conf+=" TEST_ENV=$TEST_ENV VENDOR=$VENDOR"
 
 # copy_libs BIN STAGE: every shared library ldd names for BIN, at its host path under STAGE
 # (the dynamic loader then finds them as on the host)
@@ -246,7 +262,14 @@ if stale "$OUT/l1-initramfs.cpio.zst" "${inputs[@]}"; then
     # kernel modules, in load order
     cp "$IRQBYPASS" "$S/lib/modules/kvm/01-irqbypass.ko"
     cp "$MODDIR/kvm.ko" "$S/lib/modules/kvm/02-kvm.ko"
-    cp "$MODDIR/kvm-intel.ko" "$S/lib/modules/kvm/03-kvm-intel.ko"
+    i=0
+    if [ "$VENDOR" = amd ]; then
+        while read -r mod; do
+            i=$((i + 1))
+            cp "$STOCK/$mod.ko" "$S/lib/modules/kvm/02-$i-$mod.ko"
+        done < "$STOCK/amd.order"
+    fi
+    cp "$MODDIR/$KVM_VENDOR_KO" "$S/lib/modules/kvm/03-$KVM_VENDOR_KO"
     i=0
     while read -r mod; do
         i=$((i + 1))
@@ -283,6 +306,7 @@ L2_COUNT=$L2_COUNT
 L2B_MODE=$L2B_MODE
 L2B_MEM=$L2B_MEM
 KVER=$KVER
+VENDOR=$VENDOR
 MODULES_FROM='$MODDIR'
 EOF
     for kv in $TEST_ENV; do
@@ -297,7 +321,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------- ISO
-APPEND="console=ttyS0 ${VTX_L1_QUIET-quiet} ${VTX_L1_APPEND:-}"
+APPEND="console=ttyS0 ${VTX_L1_QUIET-quiet} $VENDOR_APPEND ${VTX_L1_APPEND:-}"
 ISOCFG="SERIAL 0 115200
 DEFAULT l1
 PROMPT 0
@@ -329,7 +353,7 @@ cat > "$OUT/bochsrc.tmp" <<EOF
 memory: guest=$L1_MEM, host=$L1_MEM
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
-cpu: model=corei7_skylake_x, count=1, ips=200000000, reset_on_triple_fault=1, ignore_bad_msrs=1
+cpu: model=$BOCHS_CPU, count=1, ips=200000000, reset_on_triple_fault=1, ignore_bad_msrs=1
 clock: sync=none, time0=local
 pci: enabled=1, chipset=i440fx
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14

@@ -86,7 +86,7 @@ for _ in $(seq 1 15); do kill -0 "$BPID" 2>/dev/null || break; sleep 1; done
 stop_bochs
 trap - EXIT
 
-tr -d '\r' < "$LOG" | grep -E '^VTX-LAB (vmx flags|kvm_intel\.|\[)|^VTX-TEST' | sed 's/^/  /' || true
+tr -d '\r' < "$LOG" | grep -E '^VTX-LAB (vmx flags|svm flags|kvm_(intel|amd)\.|\[)|^VTX-TEST' | sed 's/^/  /' || true
 echo "run-vtx-lab.sh: ${el}s wall: $status"
 case $status in
     "VTX-LAB RESULT: PASS"*) exit 0 ;;

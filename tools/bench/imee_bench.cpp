@@ -228,7 +228,8 @@ int main(int argc, char** argv) {
       // A KVM without LA57 answers a 5-level guest by the software fallback: say so.
       if (kvm.stats().reread_no_la57 > 0) backends.back().name = "kvm(sw)";
     }
-    // The ImEE of a patched kvm-intel, on the target's own VM (needs --pid), batch and poll mode.
+    // The ImEE of a patched kvm-intel or kvm-amd, on the target's own VM (needs --pid), batch and
+    // poll mode.
     if (ctx.options.target.qemu_pid && KernelBackend::available()) {
       KernelBackend kernel(ram, session.agent_home(),
                            KernelVm{.qemu_pid = *ctx.options.target.qemu_pid});
@@ -346,7 +347,7 @@ int main(int argc, char** argv) {
         "(soft+tlb caches translations like LibVMI/memflow: NOT consistent, shown for the cost "
         "ratio;\n"
         " kvm is an ImEE on this host's KVM: on a host without VT-x/AMD-V it runs emulated;\n"
-        " kernel is the ImEE of the patched kvm-intel, on the target's own VM)\n");
+        " kernel is the ImEE of the patched kvm-intel or kvm-amd, on the target's own VM)\n");
     for (const auto& b : backends) {
       const BackendStats& c = b.counters;
       if (c.imee_reads + c.software_rereads == 0) continue;

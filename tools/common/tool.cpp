@@ -35,7 +35,7 @@ the profile is cached per kernel build; these take precedence):
   --no-cache         neither read nor write the profile cache
 Backend and output:
   --backend NAME     soft, kvm, kernel or auto (default auto: on a host with VT-x/AMD-V the
-                     kernel backend if the patched kvm-intel is loaded and --pid is given,
+                     kernel backend if the patched kvm-intel or kvm-amd is loaded and --pid is given,
                      else kvm; soft without VT-x/AMD-V)
   --json             machine-readable output
   --stats            print run time and peak memory to stderr (own memory vs. mapped guest RAM)

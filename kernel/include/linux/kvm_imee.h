@@ -5,9 +5,9 @@
  * Target side (kvm_main.c): ioctl dispatch and the events before which a
  * host page may stop being the target's (MMU notifier range_start and
  * release, the invalidation phase of a memslot delete/move).  Shell side
- * (vmx.c): the ImEE vCPU's EPT pointer, exception bitmap and exits, and the
- * guest CR3 cached at every exit while an ImEE exists.  Each hook costs one
- * atomic_read while no ImEE exists.
+ * (vmx.c, svm.c): the ImEE vCPU's TDP pointer (EPTP, nested CR3), exception
+ * intercepts and exits, and the guest CR3 cached at every exit while an
+ * ImEE exists.  Each hook costs one atomic_read while no ImEE exists.
  */
 #ifndef __LINUX_KVM_IMEE_H
 #define __LINUX_KVM_IMEE_H
@@ -77,20 +77,31 @@ static inline bool kvm_imee_is_shell(struct kvm *kvm)
 	return kvm_imee_active() && __kvm_imee_is_shell(kvm);
 }
 
-/* The EPT pointer of a shell's vCPU: ImEE's own EPT, A/D flags off. */
-u64 kvm_imee_eptp(struct kvm_vcpu *vcpu, u64 kvm_eptp);
+/*
+ * The TDP pointer a shell's vCPU loads instead of KVM's @kvm_pointer: the
+ * ImEE's own table, as an EPTP (A/D flags off) or a nested CR3.
+ */
+u64 kvm_imee_tdp_pointer(struct kvm_vcpu *vcpu, u64 kvm_pointer);
 
 /*
  * Exits of a shell's vCPU.  Return 1 to resume the guest, 0 to end the
  * activation (the fault is recorded), < 0 for an error.
  */
-int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual,
-			   u64 gla);
 int kvm_imee_exception(struct kvm_vcpu *vcpu, u32 vector, bool has_error,
 		       u32 error_code, u64 cr2);
 int kvm_imee_unexpected_exit(struct kvm_vcpu *vcpu, u32 reason, u64 gpa);
 
+/* Intel (imee/intel.c) */
+int kvm_imee_ept_violation(struct kvm_vcpu *vcpu, u64 gpa, u64 qual,
+			   u64 gla);
 /* vmx_vcpu_run(), every exit while an ImEE exists: counts by reason. */
-void kvm_imee_vcpu_exit(struct kvm_vcpu *vcpu, u32 reason);
+void kvm_imee_vmx_exit(struct kvm_vcpu *vcpu, u32 basic_reason);
+
+/* AMD (imee/amd.c) */
+int kvm_imee_npf(struct kvm_vcpu *vcpu, u64 gpa, u64 error_code);
+int kvm_imee_svm_exception(struct kvm_vcpu *vcpu, u32 vector, u64 info1,
+			   u64 info2);
+/* svm_vcpu_run(), every exit while an ImEE exists: counts by reason. */
+void kvm_imee_svm_exit(struct kvm_vcpu *vcpu, u32 exit_code);
 
 #endif /* __LINUX_KVM_IMEE_H */

@@ -1,9 +1,11 @@
-// The kernel backend: the ImEE of the patched kvm-intel (kernel/), launched on the target's own
-// KVM VM fd.
+// The kernel backend: the ImEE of the patched kvm-intel or kvm-amd (kernel/), launched on the
+// target's own KVM VM fd; which one, IMEE_QUERY's features say.
 //
 // The shell VM, local pages and agent are the kvm backend's, but target RAM is not mapped by
-// memslots: the ImEE's own EPT maps it read-only and no-execute, the agent's home page
-// execute-only (so a read of the blind spot faults), and it is kept coherent with the target by
+// memslots: the ImEE's own EPT (NPT on AMD) maps it read-only and no-execute, the agent's home
+// page execute-only (so a read of the blind spot faults; NPT has no execute-only entries, so
+// there the agent page's canary finds such reads, as in the kvm backend), and it is kept coherent
+// with the target by
 // KVM's MMU notifier. The agent runs through IMEE_ACTIVATE, and every exception or refused
 // access ends the activation with a typed fault: the request being served goes to the software
 // walker (a blind spot: to a retry after relocation) and the agent restarts with the rest of the

@@ -33,7 +33,7 @@ std::unique_ptr<MemoryBackend> make_backend(const std::string& name, const Targe
       reason = "soft: KVM is not usable (" + reason + ")";
     else if (target.qemu_pid() && KernelBackend::available()) {
       chosen = "kernel";
-      reason = "kernel: the ImEE of this host's patched kvm-intel";
+      reason = "kernel: the ImEE of this host's patched kvm-intel or kvm-amd";
     } else {
       chosen = "kvm";
       reason = "kvm: KVM on hardware virtualization";

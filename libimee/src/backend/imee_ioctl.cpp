@@ -42,8 +42,16 @@ std::string imee_missing() {
   if (q.version != IMEE_VERSION)
     return "the loaded ImEE speaks ABI version " + std::to_string(q.version) + ", libimee " +
            std::to_string(IMEE_VERSION);
-  if (!(q.features & IMEE_FEATURE_HOST)) return "this CPU cannot run ImEEs (no VT-x with EPT)";
+  if (!(q.features & IMEE_FEATURE_HOST))
+    return "this CPU cannot run ImEEs (needs VT-x with EPT or AMD-V with NPT)";
   return {};
+}
+
+std::uint64_t imee_features() {
+  kvm::Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  imee_query q{};
+  if (!kvm || xioctl(kvm.get(), IMEE_QUERY, &q) != 0 || q.magic != IMEE_MAGIC) return 0;
+  return q.features;
 }
 
 namespace {

@@ -1,4 +1,5 @@
-// The ioctls of the patched kvm-intel's ImEE (kernel/include/uapi/linux/imee.h; kernel/API.md).
+// The ioctls of the ImEE of the patched kvm-intel or kvm-amd (kernel/include/uapi/linux/imee.h;
+// kernel/API.md).
 // Every call is checked; a failure throws imee::Exception naming the call and errno.
 #pragma once
 
@@ -15,6 +16,8 @@ namespace imee::kernel {
 // Empty if /dev/kvm answers IMEE_QUERY as an ImEE kernel of our ABI version, else why not
 // (stock KVM, no KVM, another version, a CPU that cannot run ImEEs).
 std::string imee_missing();
+// IMEE_QUERY's features (IMEE_FEATURE_*), 0 without an ImEE kernel.
+std::uint64_t imee_features();
 
 // IMEE_LAUNCH: turns `shell` (whose vCPU never ran) into an ImEE on the VM behind
 // `target_vm_fd`, the agent at target GPA `agent_gpa` (shell page `agent_local_gpa`).

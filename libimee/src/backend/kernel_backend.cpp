@@ -1,4 +1,5 @@
-// The kernel backend: the patched kvm-intel's ImEE runs the agent (imee/kernel_backend.hpp).
+// The kernel backend: the ImEE of the patched kvm-intel or kvm-amd runs the agent
+// (imee/kernel_backend.hpp).
 #include "imee/kernel_backend.hpp"
 
 #include <fcntl.h>
@@ -14,7 +15,7 @@
 namespace imee {
 
 // The kernel backend's runner: the patched module's ImEE maps the target through its own EPT
-// and runs the agent with IMEE_ACTIVATE.
+// (Intel) or NPT (AMD) and runs the agent with IMEE_ACTIVATE.
 class KernelImeeRunner final : public AgentRunner {
  public:
   explicit KernelImeeRunner(const KernelVm& vm) { set_target(vm); }
@@ -27,8 +28,9 @@ class KernelImeeRunner final : public AgentRunner {
   void map_target(AgentShell& shell, const GuestRam& ram) override;
   bool run_batch(AgentShell& shell) override;
   bool run_polled(AgentShell& shell) override { return run(shell, IMEE_ACTIVATE_POLL); }
-  // The ImEE maps the home execute-only: a read of it faults (IMEE_FAULT_BLIND_SPOT).
-  bool home_faults_on_read() const override { return true; }
+  // EPT maps the home execute-only: a read of it faults (IMEE_FAULT_BLIND_SPOT). NPT has no
+  // execute-only entries (IMEE_FEATURE_AGENT_READABLE): reads are found by the canary instead.
+  bool home_faults_on_read() const override { return home_faults_on_read_; }
   bool target_gone() const override { return target_gone_; }
   void add_stats(BackendStats& stats) const override;
 
@@ -43,6 +45,7 @@ class KernelImeeRunner final : public AgentRunner {
   std::atomic<std::uint64_t> last_cr3_{0};
   std::atomic<std::uint32_t> last_paging_{0};
   std::atomic<bool> target_gone_{false};
+  const bool home_faults_on_read_ = !(kernel::imee_features() & IMEE_FEATURE_AGENT_READABLE);
 };
 
 void KernelImeeRunner::set_target(const KernelVm& vm) {

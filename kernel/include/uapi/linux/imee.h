@@ -44,13 +44,17 @@
  * The ImEE runs in a "shell": a KVM VM the caller created with KVM_CREATE_VM
  * and one KVM_CREATE_VCPU that has never run, whose memslots hold the
  * agent's local pages (agent code page, data pages, local page tables).
- * Launch turns it into an ImEE: from then on its vCPU runs on an EPT built
- * by ImEE, not by KVM, in which
+ * Launch turns it into an ImEE: from then on its vCPU runs on a
+ * two-dimensional page table (EPT on Intel, NPT on AMD; "EPT" below means
+ * either) built by ImEE, not by KVM, in which
  *  - every GPA of the target's memslots maps to the target's page,
  *    read-only and no-execute;
  *  - agent_gpa (a target GPA) maps to the shell page at agent_local_gpa,
  *    execute-only: the agent runs there in the target's address space,
- *    and a data access to it (a "blind spot") faults;
+ *    and a data access to it (a "blind spot") faults.  NPT has no
+ *    execute-only entries: with IMEE_FEATURE_AGENT_READABLE the page is
+ *    readable too, and a read of agent_gpa returns the agent's bytes
+ *    instead of faulting (the caller recognises them, e.g. by a canary);
  *  - the shell's own memslots map to its pages (pinned), read-write-execute;
  *  - nothing else is mapped.
  * With IMEE_LAUNCH_RETARGET, imee_fd is moved to vm_fd/vcpu_index and the
@@ -110,11 +114,13 @@ struct imee_launch {
  *                        readable); fault_gva as above.
  * IMEE_FAULT_FORBIDDEN   write to / execution of target memory:
  *                        fault_addr = GPA, fault_gva as above, fault_info
- *                        = exit qualification bits 31:0 (SDM table 28-7).
+ *                        = exit qualification bits 31:0 (SDM table 28-7;
+ *                        AMD: #NPF error code bits 31:0, APM 15.25.6).
  * IMEE_FAULT_EXIT        a VM exit ImEE does not serve.  fault_info =
  *                        VMX basic exit reason (e.g. 49, EPT misconfig:
- *                        fault_addr = GPA; 48, EPT violations repeating
- *                        at GPA fault_addr), or IMEE_EXIT_KVM | KVM_EXIT_*
+ *                        fault_addr = GPA; 48, EPT violations or #NPFs
+ *                        repeating at GPA fault_addr; AMD exits as in
+ *                        exit_reasons below), or IMEE_EXIT_KVM | KVM_EXIT_*
  *                        when KVM wanted to exit to user space (I/O, MMIO,
  *                        shutdown, ...).
  */
@@ -160,7 +166,7 @@ struct imee_activate {
 	__u32 target_paging;	/* out: IMEE_PAGING_* (flag), else 0 */
 	__u32 pad;		/* out: 0 */
 	__u64 exits;		/* out: VM exits of the ImEE vCPU in this run */
-	__u64 exits_ept_violation; /* out: ... of them EPT violations */
+	__u64 exits_ept_violation; /* out: ... of them EPT violations (#NPF) */
 	__u64 exits_exception;	/* out: exceptions (all intercepted; not NMI) */
 	__u64 exits_interrupt;	/* out: external interrupts (host IRQs) */
 	__u64 exits_other;	/* out: any other reason */
@@ -169,9 +175,14 @@ struct imee_activate {
 
 /*
  * VMX basic exit reasons 0 .. IMEE_EXIT_REASONS - 1 (SDM Vol. 3C,
- * Appendix C): an exit of a higher reason is counted in exits only.
+ * Appendix C): an exit of a higher reason is counted in exits only.  On
+ * AMD an SVM exit code counts as its VMX counterpart (e.g. #NPF as 48 EPT
+ * violation, INTR as 1, PAUSE as 40, HLT as 12, an intercepted exception
+ * or NMI as 0; kernel/API.md has the table), one without a counterpart as
+ * IMEE_EXIT_REASON_SVM_OTHER, a number VMX does not use.
  */
 #define IMEE_EXIT_REASONS	80
+#define IMEE_EXIT_REASON_SVM_OTHER	35
 
 /*
  * IMEE_GET_STATS on an ImEE fd: counters since IMEE_LAUNCH (a retarget
@@ -220,6 +231,11 @@ struct imee_stats {
 #define IMEE_FEATURE_EXIT_COUNTS	(1ULL << 4) /* imee_activate.exits_* */
 #define IMEE_FEATURE_MEMLOCK		(1ULL << 5) /* pins: RLIMIT_MEMLOCK */
 #define IMEE_FEATURE_EXIT_REASONS	(1ULL << 6) /* imee_stats.exit_reasons */
+/* which ImEE this KVM has (one of the two): Intel VMX + EPT, AMD SVM + NPT */
+#define IMEE_FEATURE_VMX_EPT		(1ULL << 7)
+#define IMEE_FEATURE_SVM_NPT		(1ULL << 8)
+/* agent_gpa is readable in the ImEE: no IMEE_FAULT_BLIND_SPOT on reads */
+#define IMEE_FEATURE_AGENT_READABLE	(1ULL << 9)
 
 struct imee_query {
 	__u32 version;		/* out: the kernel's IMEE_VERSION (in: ignored) */
