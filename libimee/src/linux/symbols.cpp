@@ -87,12 +87,13 @@ SymbolTable SymbolTable::load(const std::string& path) {
   const InputFile file(path, kMaxFileBytes);
   if (!has_magic(file.text(), kBinaryMagic)) return parse(file.text(), path);
   // The binary form: count, then per symbol its address, type letter and name.
-  ByteReader r(checked_payload(file.text(), kBinaryMagic, kBinaryVersion, path), path);
+  const std::string_view payload = checked_payload(file.text(), kBinaryMagic, kBinaryVersion, path);
+  ByteReader r(payload, path);
   const std::uint32_t count = r.u32();
   if (count == 0) r.fail("no symbols");
   SymbolTable table;
   std::vector<Symbol>& symbols = table.symbols_;
-  symbols.reserve(std::min<std::uint32_t>(count, 1u << 22));
+  symbols.reserve(std::min<std::size_t>(count, payload.size() / 12));  // 12: the smallest entry
   bool all_zero = true;
   for (std::uint32_t i = 0; i < count; ++i) {
     Symbol& s = symbols.emplace_back();
