@@ -507,6 +507,21 @@ TEST(KernelTypesSynthetic, MemberNameOutsideTheStringsIsNoCrash) {
   }
 }
 
+// Also from fuzz_btf_memory: a type name that is not UTF-8 made the ISF writer's JSON dump throw.
+TEST(KernelTypesSynthetic, NamesThatAreNotUtf8GiveValidIsf) {
+  using K = BtfBuilder;
+  BtfBuilder b;
+  const auto i32 = b.integer("int", 4, 32, true);
+  b.composite(K::kStruct, "bad\xb6name", 4, {{"m\xff", i32, 0}});
+  const std::string bytes = b.bytes();
+  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  const KernelTypes t = KernelTypes::from_btf(std::span(data, bytes.size()), "test");
+  const SymbolTable symbols =
+      SymbolTable::from_symbols({{0xffffffff81000000ull, 'T', "_text"}}, "test");
+  const std::string isf = make_isf(t, symbols, 0xffffffff81000000ull, "Linux version 6.1.0");
+  EXPECT_NE(isf.find("bad\xef\xbf\xbdname"), std::string::npos);  // U+FFFD
+}
+
 TEST(KernelTypesSynthetic, PathologicalNestingTerminates) {
   using K = BtfBuilder;
   BtfBuilder b;

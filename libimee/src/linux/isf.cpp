@@ -367,10 +367,14 @@ std::string make_isf(const KernelTypes& types, const SymbolTable& symbols, std::
   const ojson meta = {{"format", kIsfFormat},
                       {"producer", {{"name", "imee-profile"}, {"version", "1.0.0"}}},
                       {"linux", {{"symbols", ojson::array()}, {"types", ojson::array()}}}};
-  // Parts dumped one by one: the types in name order, the symbols in table order.
-  return "{\"metadata\":" + meta.dump() + ",\"base_types\":" + w.base_types_.dump() +
-         ",\"user_types\":" + w.user_types_.dump() + ",\"enums\":" + w.enums_.dump() +
-         ",\"symbols\":" + syms.dump() + "}";
+  // Parts dumped one by one: the types in name order, the symbols in table order. Names are
+  // bytes from guest memory: invalid UTF-8 becomes U+FFFD (found by fuzz_btf_memory).
+  const auto dump = [](const auto& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  return "{\"metadata\":" + dump(meta) + ",\"base_types\":" + dump(w.base_types_) +
+         ",\"user_types\":" + dump(w.user_types_) + ",\"enums\":" + dump(w.enums_) +
+         ",\"symbols\":" + dump(syms) + "}";
 }
 
 void write_isf(const std::string& isf, const std::string& path) {
