@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses (clang, ASan+UBSan) and runs each for FUZZ_RUNS executions
 # (default 1,000,000; CI runs a short pass). Corpora live in BUILD_DIR/corpus and are seeded from
-# the lab guest's files when they exist. Fails on any crash, leak or sanitizer finding.
+# tests/fuzz/seeds/ and from the lab guest's files when they exist. Fails on any crash, leak or
+# sanitizer finding. FUZZ_TARGETS picks some of them (default: all).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build-fuzz}
@@ -9,7 +10,8 @@ runs=${FUZZ_RUNS:-1000000}
 "$repo/scripts/install-deps.sh"
 CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -DIMEE_FUZZ=ON -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" --target fuzz_symbols fuzz_kernel_types fuzz_profile fuzz_guest_ram fuzz_kallsyms
+targets=${FUZZ_TARGETS:-symbols profile guest_ram kernel_types kallsyms btf_memory isf profile_cache}
+cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' $targets)
 
 seed() {  # seed NAME FILE [BYTES]: a prefix of FILE as a starting input
   mkdir -p "$build/corpus/$1"
@@ -20,9 +22,14 @@ seed profile "$repo/build/lab-run/l4/profile.json" 65536
 seed guest_ram /dev/null
 seed kernel_types /dev/null
 seed kallsyms /dev/null
+seed btf_memory /sys/kernel/btf/vmlinux 65536  # a real BTF's start (its header, its first types)
+seed btf_memory "$repo/build/lab/vmlinuz" 65536
+for dir in "$repo"/tests/fuzz/seeds/*/; do  # small whole inputs: a BTF, an ISF, cache files
+  for f in "$dir"*; do [[ $f == *.c ]] || seed "$(basename "$dir")" "$f" 65536; done
+done
 
 status=0
-for target in symbols profile guest_ram kernel_types kallsyms; do
+for target in $targets; do
   log=$build/fuzz_$target.log
   if "$build/tests/fuzz/fuzz_$target" -runs="$runs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$build/$target-" \

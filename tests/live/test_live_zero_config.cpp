@@ -15,6 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "imee/guest_profile.hpp"
 #include "imee/kallsyms.hpp"
@@ -188,7 +191,7 @@ TEST_P(LiveZeroConfig, ProfileIsCachedPerBuildAndReused) {
       << first.err;
   std::vector<fs::path> entries;
   for (const auto& e : fs::directory_iterator(cache_))
-    if (e.path().extension() == ".json") entries.push_back(e.path());
+    if (e.path().extension() == ".profile") entries.push_back(e.path());
   ASSERT_EQ(entries.size(), 1u);
   const LinuxProfile cached = LinuxProfile::load(entries[0].string());
   EXPECT_EQ(cached.banner, build_live().profile.banner);
@@ -202,10 +205,9 @@ TEST_P(LiveZeroConfig, ProfileIsCachedPerBuildAndReused) {
 
   // An entry for the same banner but another build (its BTF hash differs): ignored, rebuilt.
   {
-    std::ifstream in(entries[0]);
-    nlohmann::json j = nlohmann::json::parse(in);
-    j["btf"]["hash"] = j["btf"]["hash"].get<std::uint64_t>() ^ 1;
-    std::ofstream(entries[0]) << j.dump();
+    LinuxProfile other = cached;
+    other.btf_hash ^= 1;
+    other.save_binary(entries[0].string());
   }
   RunResult other = zero_config("pslist", "--stats");
   ASSERT_EQ(other.status, 0) << other.err;
@@ -214,11 +216,75 @@ TEST_P(LiveZeroConfig, ProfileIsCachedPerBuildAndReused) {
       << other.err;
   EXPECT_EQ(LinuxProfile::load(entries[0].string()).btf_hash, cached.btf_hash);  // rewritten
 
-  // A cache entry that is not a profile at all: ignored with a warning, rebuilt.
-  std::ofstream(entries[0]) << "{\"format\": 17}";
-  RunResult garbage = zero_config("pslist");
-  ASSERT_EQ(garbage.status, 0) << garbage.err;
-  EXPECT_NE(garbage.err.find("not a valid ImEE Linux profile"), std::string::npos) << garbage.err;
+  // A spoiled entry (one byte short, one byte flipped) or one that is not a profile at all:
+  // ignored with a warning saying why, rebuilt, and the rebuilt entry loads again.
+  const auto bytes = [&] {
+    std::ifstream in(entries[0], std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string good = bytes();
+  std::string flipped = good;
+  flipped[good.size() / 2] ^= 0x10;
+  for (const auto& [spoiled, why] : std::vector<std::pair<std::string, std::string>>{
+           {good.substr(0, good.size() - 1), "truncated or extended"},
+           {flipped, "checksum mismatch"},
+           {"{\"format\": 17}", "not a valid ImEE Linux profile"}}) {
+    std::ofstream(entries[0], std::ios::binary) << spoiled;
+    RunResult r = zero_config("pslist", "--stats");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("stats: profile built from guest memory"), std::string::npos) << r.err;
+    EXPECT_EQ(bytes().size(), good.size());
+    EXPECT_EQ(LinuxProfile::load(entries[0].string()).btf_hash, cached.btf_hash);
+  }
+}
+
+// Where the kernel was found is remembered per target; a record that no longer holds (another
+// boot put the kernel elsewhere) is checked against guest memory, found wrong, and the kernel is
+// found as before (the cached profile by its banner at each 2 MiB boundary), then remembered.
+TEST_P(LiveZeroConfig, RememberedKernelThatMovedFallsBackToTheScan) {
+  const std::string ram = "--ram " + guest_.ram() + " --backend " + LabGuest::backend() +
+                          " --cache " + cache_.string() + " --stats ";
+  const std::string pslist = LabGuest::tools() + "/pslist " + ram;
+  RunResult cold = run(pslist + "--json");
+  ASSERT_EQ(cold.status, 0) << cold.err;
+  const std::optional<RememberedKernel> found = recall_kernel(cache_.string(), target_->ram());
+  ASSERT_TRUE(found.has_value());
+  RunResult warm = run(pslist + "--json");
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  EXPECT_NE(warm.err.find("kernel where it was last found"), std::string::npos) << warm.err;
+
+  for (const std::uint64_t shift : {2ull << 20, 0ull}) {
+    RememberedKernel moved = *found;
+    moved.text_gpa += shift;                      // another load address
+    if (shift == 0) moved.text_va += 2ull << 20;  // or another virtual slide
+    remember_kernel(cache_.string(), target_->ram(), moved);
+    ASSERT_EQ(recall_kernel(cache_.string(), target_->ram()), moved);
+    RunResult r = run(pslist + "--json");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err.find("kernel where it was last found"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("stats: profile cached profile"), std::string::npos) << r.err;
+    EXPECT_NE(r.out.find("\"tasks\""), std::string::npos);
+    EXPECT_EQ(recall_kernel(cache_.string(), target_->ram()), found);  // remembered again
+  }
+}
+
+// syscalldmp on the cached profile (its symbol list in the cache's binary form) says what it says
+// given the guest's own kallsyms dump with --symbols.
+TEST_P(LiveZeroConfig, SyscalldmpOnTheCachedProfileEqualsSyscalldmpWithSymbols) {
+  ASSERT_EQ(zero_config("syscalldmp").status, 0);  // fills the cache
+  bool same = false;
+  std::string last;
+  for (int attempt = 0; attempt < 4 && !same; ++attempt) {
+    const RunResult cached = zero_config("syscalldmp", "--json --stats");
+    ASSERT_EQ(cached.status, 0) << cached.err;
+    EXPECT_NE(cached.err.find("stats: profile cached profile"), std::string::npos) << cached.err;
+    const RunResult listed = zero_config("syscalldmp", "--json --symbols " + guest_.kallsyms());
+    ASSERT_EQ(listed.status, 0) << listed.err;
+    same = cached.out == listed.out;  // modules or ftrace may change between the runs: retry
+    last = cached.out.substr(0, 2000) + "\n--- vs ---\n" + listed.out.substr(0, 2000);
+  }
+  EXPECT_TRUE(same) << last;
 }
 
 TEST_P(LiveZeroConfig, UnwritableCacheWarnsAndStillWorks) {

@@ -13,17 +13,23 @@
 #include <optional>
 #include <random>
 #include <regex>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "../support/process.hpp"
 #include "imee/error.hpp"
+#include "imee/isf.hpp"
 #include "imee/kernel_types.hpp"
+#include "imee/symbols.hpp"
 
 namespace {
 
+using imee::Exception;
 using imee::KernelTypes;
+using imee::make_isf;
+using imee::SymbolTable;
 using imee::test::run;
 namespace fs = std::filesystem;
 
@@ -480,6 +486,42 @@ TEST(KernelTypesSynthetic, MutatedInputsNeverCrash) {
 
 // Anonymous members nested as a deep DAG (each level holds the next twice): a naive search is
 // exponential; the lookup must give up quickly instead.
+// libFuzzer (fuzz_btf_memory) found it: libbpf accepts a member whose name lies outside the
+// string section (btf__name_by_offset gives NULL), and the ISF writer made a std::string of it.
+TEST(KernelTypesSynthetic, MemberNameOutsideTheStringsIsNoCrash) {
+  using K = BtfBuilder;
+  BtfBuilder b;
+  const auto i32 = b.integer("int", 4, 32, true);
+  b.composite(K::kStruct, "s", 4, {{"m", i32, 0}});
+  std::string bytes = b.bytes();
+  put32(bytes, 24 + 16 + 12, 0x7ffffff0);  // the member's name_off: int (16 bytes), struct header
+  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  try {
+    const KernelTypes t = KernelTypes::from_btf(std::span(data, bytes.size()), "test");
+    const SymbolTable symbols =
+        SymbolTable::from_symbols({{0xffffffff81000000ull, 'T', "_text"}}, "test");
+    const std::string isf = make_isf(t, symbols, 0xffffffff81000000ull, "Linux version 6.1.0");
+    EXPECT_NE(isf.find("\"s\""), std::string::npos);
+  } catch (const Exception& e) {
+    SUCCEED() << "refused: " << e.what();
+  }
+}
+
+// Also from fuzz_btf_memory: a type name that is not UTF-8 made the ISF writer's JSON dump throw.
+TEST(KernelTypesSynthetic, NamesThatAreNotUtf8GiveValidIsf) {
+  using K = BtfBuilder;
+  BtfBuilder b;
+  const auto i32 = b.integer("int", 4, 32, true);
+  b.composite(K::kStruct, "bad\xb6name", 4, {{"m\xff", i32, 0}});
+  const std::string bytes = b.bytes();
+  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  const KernelTypes t = KernelTypes::from_btf(std::span(data, bytes.size()), "test");
+  const SymbolTable symbols =
+      SymbolTable::from_symbols({{0xffffffff81000000ull, 'T', "_text"}}, "test");
+  const std::string isf = make_isf(t, symbols, 0xffffffff81000000ull, "Linux version 6.1.0");
+  EXPECT_NE(isf.find("bad\xef\xbf\xbdname"), std::string::npos);  // U+FFFD
+}
+
 TEST(KernelTypesSynthetic, PathologicalNestingTerminates) {
   using K = BtfBuilder;
   BtfBuilder b;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -194,6 +195,90 @@ ToolFigures measure_tool(const std::string& path, const std::vector<std::string>
   return f;
 }
 
+// Zero-configuration attach as a user meets it, process start included: cold (an empty profile
+// cache: the kernel found and its profile built from guest memory) to pslist's first line of
+// output, and warm (the cache filled by the cold run) to pslist's and syscalldmp's exit.
+struct AttachFigures {
+  std::string tools_dir;
+  Stats cold_first_line_ms, cold_exit_ms, warm_pslist_ms, warm_syscalldmp_ms;
+};
+
+struct Timed {
+  double first_line_ms = 0, exit_ms = 0;
+};
+
+// Runs `path args`, its stdout read through a pipe: when the first line came, when it exited.
+Timed run_timed(const std::string& path, const std::vector<std::string>& args) {
+  std::vector<char*> argv{const_cast<char*>(path.c_str())};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) throw Exception("pipe failed");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  const auto t0 = Clock::now();
+  pid_t pid;
+  const int spawned = posix_spawn(&pid, path.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(out[1]);
+  if (spawned != 0) {
+    close(out[0]);
+    throw Exception("cannot run " + path);
+  }
+  Timed t;
+  char buf[4096];
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    if (t.first_line_ms == 0 && std::find(buf, buf + n, '\n') != buf + n)
+      t.first_line_ms = ns_since(t0) / 1e6;
+  }
+  close(out[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  t.exit_ms = ns_since(t0) / 1e6;
+  if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 3))
+    throw Exception(path + " failed while benchmarking");
+  return t;
+}
+
+// The figures of each tools directory, measured in turns (each repetition runs every
+// directory's tools once), so that they share the host's load.
+std::vector<AttachFigures> measure_attach(const std::vector<std::string>& dirs,
+                                          const std::vector<std::string>& target_args, int runs) {
+  namespace fs = std::filesystem;
+  struct Samples {
+    std::vector<double> first_line, cold, pslist, syscalldmp;
+  };
+  std::vector<Samples> samples(dirs.size());
+  const fs::path base =
+      fs::temp_directory_path() / ("imee-bench-cache-" + std::to_string(getpid()));
+  for (int r = 0; r < runs; ++r) {
+    for (std::size_t d = 0; d < dirs.size(); ++d) {
+      const std::string cache = (base / std::to_string(d)).string();
+      fs::remove_all(cache);
+      std::vector<std::string> args = target_args;
+      args.insert(args.end(), {"--cache", cache});
+      const Timed cold = run_timed(dirs[d] + "/pslist", args);
+      samples[d].first_line.push_back(cold.first_line_ms);
+      samples[d].cold.push_back(cold.exit_ms);
+      (void)run_timed(dirs[d] + "/syscalldmp", args);  // a cold run of its own, not counted
+      for (int w = 0; w < 5; ++w) {
+        samples[d].pslist.push_back(run_timed(dirs[d] + "/pslist", args).exit_ms);
+        samples[d].syscalldmp.push_back(run_timed(dirs[d] + "/syscalldmp", args).exit_ms);
+      }
+    }
+  }
+  fs::remove_all(base);
+  std::vector<AttachFigures> out;
+  for (std::size_t d = 0; d < dirs.size(); ++d)
+    out.push_back({dirs[d], stats(samples[d].first_line), stats(samples[d].cold),
+                   stats(samples[d].pslist), stats(samples[d].syscalldmp)});
+  return out;
+}
+
 }  // namespace
 }  // namespace imee::bench
 
@@ -207,13 +292,86 @@ int main(int argc, char** argv) {
       "  --runs N           repetitions of each measurement; medians are reported (default 5)\n"
       "  --tools-dir DIR    where pidlist, pslist, credlist and syscalldmp are (default: beside\n"
       "                     imee-bench); they get --profile if given, else the profile cache\n"
-      "  --json-file FILE   also write the JSON figures to FILE\n",
-      {"--runs", "--tools-dir", "--json-file"}};
+      "  --json-file FILE   also write the JSON figures to FILE\n"
+      "  --compare-tools DIR  also measure zero-configuration attach with the tools in DIR\n"
+      "                     (e.g. an earlier build), in turns with --tools-dir's\n"
+      "  --attach-only      only the zero-configuration attach figures (cold and warm cache)\n",
+      {"--runs", "--tools-dir", "--json-file", "--compare-tools"},
+      {"--attach-only"}};
   return tools::run_tool(argc, argv, info, [&](tools::Context& ctx) {
     const int runs =
         std::stoi(ctx.options.extra.contains("--runs") ? ctx.options.extra["--runs"] : "5");
     LinuxSession& session = *ctx.session;
     const std::vector<Task> tasks = read_tasks(session);
+    const std::string dir =
+        ctx.options.extra.contains("--tools-dir")
+            ? ctx.options.extra["--tools-dir"]
+            : std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+    std::vector<std::string> args;
+    if (ctx.options.target.qemu_pid)
+      args = {"--pid", std::to_string(*ctx.options.target.qemu_pid)};
+    else
+      args = {"--ram", ctx.options.target.ram_path};
+    std::vector<std::string> attach_dirs{dir};
+    if (ctx.options.extra.contains("--compare-tools"))
+      attach_dirs.push_back(ctx.options.extra["--compare-tools"]);
+    const std::vector<AttachFigures> attach = measure_attach(attach_dirs, args, runs);
+    // What a warm run reads first: the cache entry's binary profile, loaded and checked.
+    const Stats profile_load_us = [&] {
+      const std::string cache =
+          std::filesystem::temp_directory_path() / ("imee-bench-load-" + std::to_string(getpid()));
+      const GuestProfile gp = guest_profile(session.target()->ram(), cache);
+      Stats st = repeat(runs, [&] {
+        return per_op(20, 1, [&](int) { (void)LinuxProfile::load(gp.cache_path); });
+      });
+      std::filesystem::remove_all(cache);
+      st.median /= 1000;
+      st.p99 /= 1000;
+      return st;
+    }();
+    const auto print_attach = [&] {
+      std::printf(
+          "\nzero-configuration attach, process start included (ms, median/p99 of %d runs)\n",
+          runs);
+      std::printf("%-40s %14s %14s %14s %14s\n", "tools", "cold 1st line", "cold exit",
+                  "warm pslist", "warm syscalldmp");
+      for (const auto& a : attach)
+        std::printf("%-40s %6.1f/%-7.1f %6.1f/%-7.1f %6.2f/%-7.2f %6.2f/%-7.2f\n",
+                    a.tools_dir.substr(std::max<std::size_t>(a.tools_dir.size(), 40) - 40).c_str(),
+                    a.cold_first_line_ms.median, a.cold_first_line_ms.p99, a.cold_exit_ms.median,
+                    a.cold_exit_ms.p99, a.warm_pslist_ms.median, a.warm_pslist_ms.p99,
+                    a.warm_syscalldmp_ms.median, a.warm_syscalldmp_ms.p99);
+      std::printf("(cold: an empty profile cache; warm: the cache the cold run filled)\n");
+      std::printf("cached profile load (binary, checked): %.1f us median, %.1f us p99\n",
+                  profile_load_us.median, profile_load_us.p99);
+    };
+    const auto attach_json = [&] {
+      ordered_json j = ordered_json::array();
+      j.push_back({{"cached_profile_load_us", profile_load_us.median}});
+      for (const auto& a : attach)
+        j.push_back({{"tools_dir", a.tools_dir},
+                     {"cold_first_line_ms", a.cold_first_line_ms.median},
+                     {"cold_exit_ms", a.cold_exit_ms.median},
+                     {"warm_pslist_ms", a.warm_pslist_ms.median},
+                     {"warm_syscalldmp_ms", a.warm_syscalldmp_ms.median}});
+      return j;
+    };
+    if (ctx.options.flag("--attach-only")) {
+      ordered_json doc{{"tool", "imee-bench"},
+                       {"machine", machine_label()},
+                       {"tasks", tasks.size()},
+                       {"runs", runs},
+                       {"attach", attach_json()}};
+      if (ctx.options.extra.contains("--json-file"))
+        std::ofstream(ctx.options.extra["--json-file"]) << doc.dump(2) << '\n';
+      if (ctx.options.json) {
+        tools::print_json(doc);
+        return;
+      }
+      std::printf("imee-bench on %s\nguest: %zu tasks\n", machine_label().c_str(), tasks.size());
+      print_attach();
+      return;
+    }
 
     // Every backend this host has, side by side in one run: only such ratios mean anything.
     std::vector<BackendFigures> backends;
@@ -242,15 +400,6 @@ int main(int argc, char** argv) {
 
     // End to end, as a user runs them: process start to exit, profile cached.
     std::vector<ToolFigures> tools;
-    const std::string dir =
-        ctx.options.extra.contains("--tools-dir")
-            ? ctx.options.extra["--tools-dir"]
-            : std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
-    std::vector<std::string> args;
-    if (ctx.options.target.qemu_pid)
-      args = {"--pid", std::to_string(*ctx.options.target.qemu_pid)};
-    else
-      args = {"--ram", ctx.options.target.ram_path};
     if (!ctx.options.profile_path.empty())
       args.insert(args.end(), {"--profile", ctx.options.profile_path});
     else if (!ctx.options.cache_dir.empty())
@@ -325,6 +474,7 @@ int main(int argc, char** argv) {
     if (profile_ms.median > 0) doc["profile_build_ms"] = profile_ms.median;
     doc["profile_from_memory_ms"] = memory_ms.median;
     if (cache_ms.median > 0) doc["profile_cache_hit_ms"] = cache_ms.median;
+    doc["attach"] = attach_json();
     if (ctx.options.extra.contains("--json-file"))
       std::ofstream(ctx.options.extra["--json-file"]) << doc.dump(2) << '\n';
     if (ctx.options.json) {
@@ -382,5 +532,6 @@ int main(int argc, char** argv) {
     if (cache_ms.median > 0)
       std::printf("profile from the cache (banner scan, load, BTF hash check): %.2f ms\n",
                   cache_ms.median);
+    print_attach();
   });
 }

@@ -59,7 +59,8 @@ struct LinuxProfile {
   // The full symbol list itself when it came with the profile (an ISF), else null: then
   // symbols_path names it.
   std::shared_ptr<const SymbolTable> all_symbols;
-  // Where the kernel's .BTF is (offset from _text, bytes) and a hash of it, when it was read
+  // Where the kernel's .BTF is (offset from _text, bytes) and a hash of it (sampled: see
+  // guest_profile.cpp), when it was read
   // from guest memory (0 otherwise): what tells one build from another beside the banner.
   std::uint64_t btf_offset = 0, btf_size = 0, btf_hash = 0;
 
@@ -80,16 +81,22 @@ struct LinuxProfile {
   static LinuxProfile build(const MemberLookup& member, const SizeLookup& size,
                             const SymbolTable& symbols, const std::string& types_origin,
                             const std::string& symbols_origin);
-  // Loads a cached profile; throws imee::Exception on a missing, malformed or incomplete file.
+  // Loads a profile: ImEE JSON, its binary form or a Volatility 3 ISF (told apart by their
+  // first bytes); throws imee::Exception on a missing, malformed or incomplete file.
   static LinuxProfile load(const std::string& path);
-  void save(const std::string& path) const;
+  void save(const std::string& path) const;  // ImEE JSON
+  // The same fields in a compact binary form (the zero-config cache's, quick to load): magic,
+  // format version, size and checksum first, so a corrupted, truncated or foreign file is
+  // refused, never trusted. all_symbols is not in it: symbols_path is.
+  void save_binary(const std::string& path) const;
 
   std::uint64_t symbol_offset(std::string_view name) const;  // throws if absent
   // The full symbol list (all_symbols, or loaded from symbols_path); throws if there is none.
   SymbolTable full_symbols() const;
 };
 
-// A hash of BTF bytes (64-bit, not cryptographic): tells kernel builds apart in the cache.
+// A hash of bytes (64-bit, not cryptographic): tells kernel builds apart in the cache, and checks
+// the cache's binary files.
 std::uint64_t hash_btf(std::span<const std::uint8_t> btf);
 
 }  // namespace imee

@@ -18,9 +18,9 @@ struct Symbol {
 
 class SymbolTable {
  public:
-  // Parses a kallsyms dump or System.map. Throws imee::Exception naming the file and line on
-  // malformed input, and on a file with no symbols or with all addresses zero (a kallsyms read
-  // without privilege).
+  // Parses a kallsyms dump or System.map, or reads the binary form save_binary() writes. Throws
+  // imee::Exception naming the file and line on malformed input, and on a file with no symbols or
+  // with all addresses zero (a kallsyms read without privilege).
   static SymbolTable load(const std::string& path);
   static SymbolTable parse(std::string_view text, const std::string& origin);
   // A table of symbols from elsewhere (e.g. decoded from kallsyms in guest memory); the same
@@ -28,6 +28,9 @@ class SymbolTable {
   static SymbolTable from_symbols(std::vector<Symbol> symbols, const std::string& origin);
   // Writes the table in kallsyms format ("address type name" lines), atomically.
   void save(const std::string& path) const;
+  // Writes the table in a compact binary form (the zero-config cache's: no text to parse),
+  // versioned and checksummed like LinuxProfile::save_binary, atomically.
+  void save_binary(const std::string& path) const;
 
   // Address of the first symbol called `name`: the lowest address, ties in file order (module
   // symbols "[mod]" are dropped at parse time). Thread-safe; a hash index is built on first use.

@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 #include "imee/error.hpp"
@@ -50,22 +53,52 @@ struct SharedMapping {
 };
 
 // Guest RAM is the largest shared mapping of QEMU (memory-backend-file or memfd with share=on).
+// QEMU has hundreds of mappings and every tool run reads them: one read, no streams.
 SharedMapping find_ram_mapping(pid_t pid) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  if (!maps)
-    throw Exception("cannot read /proc/" + std::to_string(pid) + "/maps: " + std::strerror(errno));
+  const std::string path = "/proc/" + std::to_string(pid) + "/maps";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Exception("cannot read " + path + ": " + std::strerror(errno));
+  std::string text;
+  char buf[1 << 16];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw Exception("cannot read " + path + ": " + std::strerror(err));
+    }
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  // "start-end perms offset dev inode [path]"
+  const auto field = [](std::string_view& line) {
+    const std::size_t begin = std::min(line.size(), line.find_first_not_of(' '));
+    line.remove_prefix(begin);
+    const std::size_t end = std::min(line.size(), line.find(' '));
+    const std::string_view f = line.substr(0, end);
+    line.remove_prefix(end);
+    return f;
+  };
+  const auto hex = [](std::string_view s) {
+    std::uint64_t v = 0;
+    std::from_chars(s.data(), s.data() + s.size(), v, 16);
+    return v;
+  };
   SharedMapping best;
-  std::string line;
-  while (std::getline(maps, line)) {
-    std::istringstream fields(line);
-    std::string range, perms, offset, dev, inode, path;
-    fields >> range >> perms >> offset >> dev >> inode;
-    std::getline(fields >> std::ws, path);
-    if (perms.size() < 4 || perms[3] != 's' || inode == "0") continue;
-    const auto dash = range.find('-');
-    const std::uint64_t start = std::stoull(range.substr(0, dash), nullptr, 16);
-    const std::uint64_t end = std::stoull(range.substr(dash + 1), nullptr, 16);
-    if (end - start > best.size && offset == "00000000") best = {range, end - start, path};
+  for (std::string_view rest = text; !rest.empty();) {
+    const std::size_t eol = std::min(rest.size(), rest.find('\n'));
+    std::string_view line = rest.substr(0, eol);
+    rest.remove_prefix(std::min(rest.size(), eol + 1));
+    const std::string_view range = field(line), perms = field(line), offset = field(line);
+    field(line);  // dev
+    const std::string_view inode = field(line);
+    const std::size_t path_at = std::min(line.size(), line.find_first_not_of(' '));
+    if (perms.size() < 4 || perms[3] != 's' || inode == "0" || offset != "00000000") continue;
+    const std::size_t dash = range.find('-');
+    if (dash == std::string_view::npos) continue;
+    const std::uint64_t start = hex(range.substr(0, dash)), end = hex(range.substr(dash + 1));
+    if (end > start && end - start > best.size)
+      best = {std::string(range), end - start, std::string(line.substr(path_at))};
   }
   if (best.size < (1u << 20))
     throw Exception("QEMU process " + std::to_string(pid) +

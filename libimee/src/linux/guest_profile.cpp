@@ -16,9 +16,11 @@
 #include <span>
 #include <string_view>
 
+#include "checked_file.hpp"
 #include "imee/error.hpp"
 #include "imee/kallsyms.hpp"
 #include "imee/kernel_types.hpp"
+#include "input_file.hpp"
 
 namespace imee {
 
@@ -32,6 +34,8 @@ constexpr std::uint64_t kKernelAlign = 2ull << 20;
 constexpr std::uint64_t kWindowBefore = 32ull << 20;
 constexpr std::uint64_t kWindowAfter = 64ull << 20;
 constexpr std::string_view kBannerPrefix = "Linux version ";
+constexpr std::string_view kKernelMagic = "IMEEKLOC";  // remember_kernel's records
+constexpr std::uint32_t kKernelVersion = 1;
 constexpr const char* kInsteadOfKallsyms =
     ": give --symbols FILE (the guest's /proc/kallsyms or System.map) with --kernel FILE, or "
     "--profile FILE (an ImEE profile or a Volatility 3 ISF) instead";
@@ -59,6 +63,23 @@ Bytes region_bytes(const GuestRam& ram, std::uint64_t gpa, std::uint64_t len) {
     return p ? Bytes(p, len) : Bytes();
   }
   return {};
+}
+
+// What tells two builds with one banner apart, checked on every cached run: a hash of the BTF's
+// first 64 bytes of every 4 KiB page and of its last 64 bytes (with its size). Any change to
+// the types moves the records and strings after it, so it changes sampled bytes; reading a
+// cache line per page costs ~0.1 ms where hashing all of a 5 MB BTF cost ~1 ms.
+std::uint64_t btf_fingerprint(Bytes btf) {
+  constexpr std::size_t kLine = 64;
+  std::string sampled;
+  sampled.reserve(btf.size() / 4096 * kLine + 2 * kLine);
+  for (std::size_t at = 0; at < btf.size(); at += 4096)
+    sampled.append(reinterpret_cast<const char*>(btf.data() + at),
+                   std::min(kLine, btf.size() - at));
+  const std::size_t tail = std::min(kLine, btf.size());
+  sampled.append(reinterpret_cast<const char*>(btf.data() + btf.size() - tail), tail);
+  return hash_btf(Bytes(reinterpret_cast<const std::uint8_t*>(sampled.data()), sampled.size())) ^
+         btf.size();
 }
 
 // A file name for a banner: the release, then a hash of the whole banner.
@@ -98,27 +119,66 @@ std::optional<std::pair<std::size_t, std::size_t>> scan_btf(Bytes window) {
 
 }  // namespace
 
+namespace {
+
+// The banners in guest RAM one at a time, from 16 MiB up (where x86-64 kernels load:
+// CONFIG_PHYSICAL_START, KASLR's minimum) and then below it (look-alikes such as the boot
+// setup's kernel_version): a caller that finds its kernel at the first one has read RAM only up
+// to it. Each region's bytes are searched with memmem.
+class BannerScan {
+ public:
+  explicit BannerScan(const GuestRam& ram) {
+    constexpr std::uint64_t kLow = 16ull << 20;
+    std::vector<Span> low;
+    for (const RamRegion& r : ram.regions()) {
+      const Bytes bytes = region_bytes(ram, r.gpa, r.size);
+      const std::uint64_t split =
+          std::clamp<std::uint64_t>(kLow, r.gpa, r.gpa + bytes.size()) - r.gpa;
+      spans_.push_back({r.gpa + split, bytes.subspan(split)});
+      low.push_back({r.gpa, bytes.subspan(0, split)});
+    }
+    spans_.insert(spans_.end(), low.begin(), low.end());
+  }
+
+  std::optional<GuestBanner> next() {
+    for (; span_ < spans_.size(); ++span_, at_ = 0) {
+      const Bytes bytes = spans_[span_].bytes;
+      const std::uint8_t* const end = bytes.data() + bytes.size();
+      const std::uint8_t* p = bytes.data() + at_;
+      while (p < end) {
+        const void* hit = ::memmem(p, end - p, kBannerPrefix.data(), kBannerPrefix.size());
+        if (hit == nullptr) break;
+        const auto* b = static_cast<const std::uint8_t*>(hit);
+        p = b + 1;
+        const std::uint8_t* e = b + kBannerPrefix.size();
+        if (e >= end || *e < '0' || *e > '9') continue;  // the real banner goes on with a release
+        const std::uint8_t* limit = std::min(end, b + 512);
+        while (e < limit && *e >= 0x20 && *e < 0x7f) ++e;
+        // linux_banner ends "\n\0"; the copies printk keeps have no newline.
+        if (end - e < 2 || e[0] != '\n' || e[1] != 0) continue;
+        at_ = static_cast<std::size_t>(p - bytes.data());
+        return GuestBanner{spans_[span_].gpa + static_cast<std::uint64_t>(b - bytes.data()),
+                           std::string(reinterpret_cast<const char*>(b), e - b)};
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  struct Span {
+    std::uint64_t gpa;
+    Bytes bytes;
+  };
+  std::vector<Span> spans_;
+  std::size_t span_ = 0, at_ = 0;
+};
+
+}  // namespace
+
 std::vector<GuestBanner> find_guest_banners(const GuestRam& ram) {
   std::vector<GuestBanner> out;
-  for (const RamRegion& r : ram.regions()) {
-    const Bytes bytes = region_bytes(ram, r.gpa, r.size);
-    const std::uint8_t* p = bytes.data();
-    const std::uint8_t* const end = bytes.data() + bytes.size();
-    while (p < end) {
-      const void* hit = ::memmem(p, end - p, kBannerPrefix.data(), kBannerPrefix.size());
-      if (hit == nullptr) break;
-      const auto* b = static_cast<const std::uint8_t*>(hit);
-      p = b + 1;
-      const std::uint8_t* e = b + kBannerPrefix.size();
-      if (e >= end || *e < '0' || *e > '9') continue;  // the real banner goes on with a release
-      const std::uint8_t* limit = std::min(end, b + 512);
-      while (e < limit && *e >= 0x20 && *e < 0x7f) ++e;
-      // linux_banner ends "\n\0"; the copies printk keeps have no newline.
-      if (end - e < 2 || e[0] != '\n' || e[1] != 0) continue;
-      out.push_back({r.gpa + static_cast<std::uint64_t>(b - bytes.data()),
-                     std::string(reinterpret_cast<const char*>(b), e - b)});
-    }
-  }
+  BannerScan scan(ram);
+  while (auto b = scan.next()) out.push_back(std::move(*b));
   return out;
 }
 
@@ -187,7 +247,7 @@ MemoryProfile build_profile_from_memory(const GuestRam& ram, const GuestBanner& 
   out.profile.banner = banner.text;
   out.profile.btf_offset = btf_gpa - text_gpa;
   out.profile.btf_size = btf.size();
-  out.profile.btf_hash = hash_btf(btf);
+  out.profile.btf_hash = btf_fingerprint(btf);
   out.text_gpa = text_gpa;
   out.text_va = *text;
   const std::size_t count = symbols.size();
@@ -208,6 +268,69 @@ std::string default_profile_cache() {
   return {};
 }
 
+ProfileFit profile_fits(const GuestRam& ram, const LinuxProfile& profile, std::uint64_t text_gpa) {
+  const auto banner_off = profile.symbols.find("linux_banner");
+  if (profile.banner.empty() || profile.btf_size == 0 || banner_off == profile.symbols.end())
+    return ProfileFit::kNoBanner;
+  const std::string wanted = profile.banner + '\n' + std::string(1, '\0');
+  const std::byte* at = ram.host(text_gpa + banner_off->second, wanted.size());
+  if (at == nullptr || std::memcmp(at, wanted.data(), wanted.size()) != 0)
+    return ProfileFit::kNoBanner;
+  const auto* btf = reinterpret_cast<const std::uint8_t*>(
+      ram.host(text_gpa + profile.btf_offset, profile.btf_size));
+  if (btf == nullptr || btf_fingerprint(Bytes(btf, profile.btf_size)) != profile.btf_hash)
+    return ProfileFit::kOtherBuild;
+  return ProfileFit::kFits;
+}
+
+namespace {
+
+std::string kernel_record_path(const std::string& cache_dir, const GuestRam& ram) {
+  const auto* name = reinterpret_cast<const std::uint8_t*>(ram.name().data());
+  char h[20];
+  std::snprintf(h, sizeof h, "%016llx",
+                static_cast<unsigned long long>(hash_btf(Bytes(name, ram.name().size()))));
+  return cache_dir + "/target-" + h + ".kernel";
+}
+
+}  // namespace
+
+std::optional<RememberedKernel> recall_kernel(const std::string& cache_dir, const GuestRam& ram) {
+  if (cache_dir.empty()) return std::nullopt;
+  const std::string path = kernel_record_path(cache_dir, ram);
+  try {
+    const InputFile file(path, 1 << 16);
+    ByteReader r(checked_payload(file.text(), kKernelMagic, kKernelVersion, path), path);
+    if (r.str(4096) != ram.name()) return std::nullopt;  // another target, same hash
+    RememberedKernel k;
+    k.profile_path = r.str(4096);
+    k.text_gpa = r.u64();
+    k.text_va = r.u64();
+    const std::uint8_t levels = r.u8();
+    if (levels != 4 && levels != 5) r.fail("bad paging mode");
+    k.mode = static_cast<PagingMode>(levels);
+    if (!r.at_end()) r.fail("trailing bytes");
+    return k;
+  } catch (const Exception&) {
+    return std::nullopt;  // none yet, or unreadable: the scan finds the kernel and rewrites it
+  }
+}
+
+void remember_kernel(const std::string& cache_dir, const GuestRam& ram,
+                     const RememberedKernel& kernel) {
+  if (cache_dir.empty()) return;
+  ByteWriter w;
+  w.str(ram.name());
+  w.str(kernel.profile_path);
+  w.u64(kernel.text_gpa);
+  w.u64(kernel.text_va);
+  w.u8(static_cast<std::uint8_t>(kernel.mode));
+  try {
+    write_checked_file(kernel_record_path(cache_dir, ram), kKernelMagic, kKernelVersion, w.bytes());
+  } catch (const Exception&) {
+  }
+}
+
 GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
                            const std::vector<std::uint64_t>& exclude_banner_gpas) {
   const auto start = std::chrono::steady_clock::now();
@@ -224,7 +347,7 @@ GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
   if (!cache_dir.empty() && fs::is_directory(cache_dir, ec)) {
     for (const auto& entry : fs::directory_iterator(cache_dir, ec)) {
       const std::string path = entry.path().string();
-      if (entry.path().extension() != ".json" ||
+      if (entry.path().extension() != ".profile" ||
           !entry.path().filename().string().starts_with("linux-"))
         continue;
       LinuxProfile p;
@@ -239,17 +362,13 @@ GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
         continue;
       }
       const std::uint64_t banner_off = p.symbols.at("linux_banner");
-      const std::string wanted = p.banner + '\n' + std::string(1, '\0');
       for (const RamRegion& r : ram.regions()) {
         for (std::uint64_t text_gpa = (r.gpa + kKernelAlign - 1) & ~(kKernelAlign - 1);
-             text_gpa + banner_off + wanted.size() <= r.gpa + r.size; text_gpa += kKernelAlign) {
-          const std::byte* at = ram.host(text_gpa + banner_off, wanted.size());
-          if (at == nullptr || std::memcmp(at, wanted.data(), wanted.size()) != 0 ||
-              excluded(text_gpa + banner_off))
-            continue;
-          const auto* btf =
-              reinterpret_cast<const std::uint8_t*>(ram.host(text_gpa + p.btf_offset, p.btf_size));
-          if (btf == nullptr || hash_btf(Bytes(btf, p.btf_size)) != p.btf_hash) {
+             text_gpa + banner_off < r.gpa + r.size; text_gpa += kKernelAlign) {
+          if (excluded(text_gpa + banner_off)) continue;
+          const ProfileFit fit = profile_fits(ram, p, text_gpa);
+          if (fit == ProfileFit::kNoBanner) continue;
+          if (fit == ProfileFit::kOtherBuild) {
             out.warnings.push_back(path +
                                    ": cache entry's BTF hash differs from the guest's (same "
                                    "banner, another build); rebuilt");
@@ -260,6 +379,7 @@ GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
                         path.c_str(), ms_since(start));
           out.profile = std::move(p);
           out.from_cache = true;
+          out.cache_path = path;
           out.how = line;
           return out;
         }
@@ -267,24 +387,20 @@ GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
     }
   }
 
-  std::vector<GuestBanner> banners = find_guest_banners(ram);
-  std::erase_if(banners, [&](const GuestBanner& b) { return excluded(b.gpa); });
-  // x86-64 kernels load at 16 MiB or above (CONFIG_PHYSICAL_START, KASLR's minimum); below lie
-  // look-alikes such as the boot setup's kernel_version: tried last.
-  std::stable_partition(banners.begin(), banners.end(),
-                        [](const GuestBanner& b) { return b.gpa >= (16ull << 20); });
-  if (banners.empty())
-    throw Exception(
-        "no Linux kernel banner (linux_banner) in guest RAM: not a Linux guest, one that has not "
-        "booted yet, or a truncated dump");
-
+  // No cache entry fits: the banners in RAM, tried in scan order until one builds.
+  BannerScan scan(ram);
   std::string errors;
-  for (const GuestBanner& b : banners) {
+  std::size_t tried = 0;
+  for (;;) {
+    const std::optional<GuestBanner> found = scan.next();
+    if (!found) break;
+    const GuestBanner& b = *found;
+    if (excluded(b.gpa)) continue;
+    ++tried;
     MemoryProfile built;
     try {
       built = build_profile_from_memory(ram, b);
     } catch (const Exception& e) {
-      if (banners.size() == 1) throw;
       errors += std::string(errors.empty() ? "" : "; ") + e.what();
       continue;
     }
@@ -292,25 +408,30 @@ GuestProfile guest_profile(const GuestRam& ram, const std::string& cache_dir,
     out.how = built.how;
     if (cache_dir.empty()) return out;
     // Cached: the profile and the full symbol list at this boot's addresses (every user moves
-    // them to its boot's _text).
+    // them to its boot's _text), both in binary form: nothing to parse on the next run.
     const std::string stem = cache_dir + "/" + cache_stem(b.text);
     try {
       std::error_code ec;
       fs::create_directories(cache_dir, ec);
       if (ec) throw Exception(cache_dir + ": cannot create the profile cache: " + ec.message());
-      SymbolTable list = *out.profile.all_symbols;
-      list.save(stem + ".kallsyms");
+      out.profile.all_symbols->save_binary(stem + ".symbols");
       LinuxProfile saved = out.profile;
-      saved.symbols_path = stem + ".kallsyms";
+      saved.symbols_path = stem + ".symbols";
       saved.all_symbols.reset();
-      saved.save(stem + ".json");
+      saved.save_binary(stem + ".profile");
       out.profile.symbols_path = saved.symbols_path;
-      out.how += ", cached at " + stem + ".json";
+      out.cache_path = stem + ".profile";
+      out.how += ", cached at " + out.cache_path;
     } catch (const Exception& e) {
       out.warnings.push_back(std::string(e.what()) + " (the profile is not cached)");
     }
     return out;
   }
+  if (tried == 0)
+    throw Exception(
+        "no Linux kernel banner (linux_banner) in guest RAM: not a Linux guest, one that has not "
+        "booted yet, or a truncated dump");
+  if (tried == 1) throw Exception(errors);  // the one kernel's own error, as it was
   throw Exception("no kernel profile could be built from guest memory: " + errors);
 }
 

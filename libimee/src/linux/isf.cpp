@@ -86,7 +86,7 @@ class IsfWriter {
     for (std::uint32_t id = 1; id < btf__type_cnt(b_); ++id) {
       const btf_type* t = btf__type_by_id(b_, id);
       if (btf_is_composite(t)) {
-        std::string name = btf__name_by_offset(b_, t->name_off);
+        std::string name = name_at(t->name_off);
         if (name.empty())
           name = std::string("unnamed_") + (btf_is_union(t) ? "union_" : "struct_") +
                  std::to_string(id);
@@ -94,7 +94,7 @@ class IsfWriter {
         if (!user_types_.contains(name)) defining_[name] = id;
         user_types_[name] = nullptr;  // placeholder, keeps first-seen order
       } else if (btf_is_any_enum(t)) {
-        std::string name = btf__name_by_offset(b_, t->name_off);
+        std::string name = name_at(t->name_off);
         if (name.empty()) name = "unnamed_enum_" + std::to_string(id);
         names_[id] = name;
       }
@@ -104,7 +104,7 @@ class IsfWriter {
       if (btf_is_composite(t) && defining_[names_[id]] == id) define_user(id, t);
       if (btf_is_any_enum(t) && !enums_.contains(names_[id])) define_enum(id, t);
       if (btf_is_fwd(t)) {  // declared only: an empty type, so references resolve
-        const std::string name = btf__name_by_offset(b_, t->name_off);
+        const std::string name = name_at(t->name_off);
         if (!name.empty() && (!user_types_.contains(name) || user_types_[name].is_null()))
           user_types_[name] = {
               {"kind", btf_kflag(t) ? "union" : "struct"}, {"size", 0}, {"fields", json::object()}};
@@ -139,7 +139,7 @@ class IsfWriter {
     if (t == nullptr) return {{"kind", "base"}, {"name", "void"}};
     switch (btf_kind(t)) {
       case BTF_KIND_INT: {
-        const std::string name = btf__name_by_offset(b_, t->name_off);
+        const std::string name = name_at(t->name_off);
         if (!base_types_.contains(name)) {
           const std::uint8_t enc = btf_int_encoding(t);
           const char* kind =
@@ -155,7 +155,7 @@ class IsfWriter {
         return {{"kind", "base"}, {"name", name}};
       }
       case BTF_KIND_FLOAT: {
-        const std::string name = btf__name_by_offset(b_, t->name_off);
+        const std::string name = name_at(t->name_off);
         if (!base_types_.contains(name))
           base_types_[name] = {
               {"size", t->size}, {"signed", true}, {"kind", "float"}, {"endian", "little"}};
@@ -172,8 +172,7 @@ class IsfWriter {
       case BTF_KIND_UNION:
         return {{"kind", btf_is_union(t) ? "union" : "struct"}, {"name", names_[id]}};
       case BTF_KIND_FWD:
-        return {{"kind", btf_kflag(t) ? "union" : "struct"},
-                {"name", btf__name_by_offset(b_, t->name_off)}};
+        return {{"kind", btf_kflag(t) ? "union" : "struct"}, {"name", name_at(t->name_off)}};
       case BTF_KIND_ENUM:
       case BTF_KIND_ENUM64:
         return {{"kind", "enum"}, {"name", names_[id]}};
@@ -197,7 +196,7 @@ class IsfWriter {
     for (std::uint16_t i = 0; i < btf_vlen(t); ++i) {
       const std::uint32_t bit = btf_member_bit_offset(t, i);
       std::uint32_t bits = btf_member_bitfield_size(t, i);
-      std::string name = btf__name_by_offset(b_, m[i].name_off);
+      std::string name = name_at(m[i].name_off);
       const int resolved = btf__resolve_type(b_, m[i].type);
       const btf_type* rt = resolved > 0 ? btf__type_by_id(b_, resolved) : nullptr;
       if (bits == 0 && rt != nullptr && btf_is_int(rt) && btf_int_bits(rt) != rt->size * 8)
@@ -236,14 +235,14 @@ class IsfWriter {
       if (btf_is_enum64(t)) {
         const struct btf_enum64* e = btf_enum64(t) + i;
         const std::uint64_t v = btf_enum64_value(e);
-        const std::string name = btf__name_by_offset(b_, e->name_off);
+        const std::string name = name_at(e->name_off);
         if (is_signed)
           constants[name] = static_cast<std::int64_t>(v);
         else
           constants[name] = v;
       } else {
         const struct btf_enum* e = btf_enum(t) + i;
-        const std::string name = btf__name_by_offset(b_, e->name_off);
+        const std::string name = name_at(e->name_off);
         if (is_signed)
           constants[name] = static_cast<std::int32_t>(e->val);
         else
@@ -254,6 +253,12 @@ class IsfWriter {
         {"size", t->size}, {"base", base_for(t->size, is_signed)}, {"constants", constants}};
   }
 
+  // A name from the string section; "" for an offset outside it (libbpf accepts some: found
+  // by fuzz_btf_memory).
+  std::string name_at(std::uint32_t offset) const {
+    const char* s = btf__name_by_offset(b_, offset);
+    return s != nullptr ? s : "";
+  }
   const btf* b_;
   std::map<std::uint32_t, std::string> names_;
   std::map<std::string, std::uint32_t> defining_;
@@ -362,10 +367,14 @@ std::string make_isf(const KernelTypes& types, const SymbolTable& symbols, std::
   const ojson meta = {{"format", kIsfFormat},
                       {"producer", {{"name", "imee-profile"}, {"version", "1.0.0"}}},
                       {"linux", {{"symbols", ojson::array()}, {"types", ojson::array()}}}};
-  // Parts dumped one by one: the types in name order, the symbols in table order.
-  return "{\"metadata\":" + meta.dump() + ",\"base_types\":" + w.base_types_.dump() +
-         ",\"user_types\":" + w.user_types_.dump() + ",\"enums\":" + w.enums_.dump() +
-         ",\"symbols\":" + syms.dump() + "}";
+  // Parts dumped one by one: the types in name order, the symbols in table order. Names are
+  // bytes from guest memory: invalid UTF-8 becomes U+FFFD (found by fuzz_btf_memory).
+  const auto dump = [](const auto& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  return "{\"metadata\":" + dump(meta) + ",\"base_types\":" + dump(w.base_types_) +
+         ",\"user_types\":" + dump(w.user_types_) + ",\"enums\":" + dump(w.enums_) +
+         ",\"symbols\":" + dump(syms) + "}";
 }
 
 void write_isf(const std::string& isf, const std::string& path) {

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "checked_file.hpp"
 #include "imee/error.hpp"
 #include "imee/isf.hpp"
 #include "imee/kallsyms.hpp"
@@ -19,6 +20,9 @@
 namespace imee {
 
 namespace {
+
+constexpr std::string_view kBinaryMagic = "IMEEPROF";
+constexpr std::uint32_t kBinaryVersion = 1;
 
 // Symbols the Linux layer and the tools use. _text is the origin of every offset.
 constexpr const char* kProfileSymbols[] = {
@@ -265,17 +269,21 @@ LinuxProfile LinuxProfile::build(const MemberLookup& member, const SizeLookup& s
 }
 
 std::uint64_t hash_btf(std::span<const std::uint8_t> btf) {
-  // 64-bit words folded with a multiply and rotate (fast: ~1 ms for a 5 MB BTF), then the tail
-  // bytes and the length.
+  // 64-bit words folded with a multiply and rotate into four independent lanes (so the CPU
+  // overlaps them: ~0.3 ms for a 5 MB BTF, which every cached run hashes), then the lanes, the
+  // tail bytes and the length.
   constexpr std::uint64_t kMul = 0x9e3779b97f4a7c15ull;
-  std::uint64_t h = 0xcbf29ce484222325ull;
+  const auto fold = [](std::uint64_t h, std::uint64_t w) { return std::rotl((h ^ w) * kMul, 29); };
+  std::uint64_t lane[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x2325cbf29ce48422ull,
+                           0x9ce484222325cbf2ull};
   std::size_t i = 0;
-  for (; i + 8 <= btf.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, btf.data() + i, 8);
-    h = std::rotl((h ^ w) * kMul, 29);
+  for (; i + 32 <= btf.size(); i += 32) {
+    std::uint64_t w[4];
+    std::memcpy(w, btf.data() + i, 32);
+    for (int l = 0; l < 4; ++l) lane[l] = fold(lane[l], w[l]);
   }
-  for (; i < btf.size(); ++i) h = std::rotl((h ^ btf[i]) * kMul, 29);
+  std::uint64_t h = fold(fold(fold(lane[0], lane[1]), lane[2]), lane[3]);
+  for (; i < btf.size(); ++i) h = fold(h, btf[i]);
   h ^= btf.size();
   h *= kMul;
   return h ^ (h >> 32);
@@ -314,6 +322,51 @@ void LinuxProfile::save(const std::string& path) const {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Exception(path + ": cannot write profile");
 }
 
+void LinuxProfile::save_binary(const std::string& path) const {
+  ByteWriter w;
+  w.str(banner);
+  w.str(symbols_path);
+  w.u64(syscall_slots);
+  w.u32(static_cast<std::uint32_t>(syscall_handlers.size()));
+  for (std::uint64_t h : syscall_handlers) w.u64(h);
+  w.u32(std::size(kProfileSymbols));
+  for (const char* name : kProfileSymbols) w.u64(symbol_offset(name));
+  w.u32(std::size(kLayoutFields));
+  for (const LayoutField& f : kLayoutFields) w.u64(layout.*f.field);
+  w.u64(btf_offset);
+  w.u64(btf_size);
+  w.u64(btf_hash);
+  write_checked_file(path, kBinaryMagic, kBinaryVersion, w.bytes());
+}
+
+namespace {
+
+// Every check load() makes of a JSON profile, on the binary form.
+LinuxProfile profile_from_binary(std::string_view file, const std::string& path) {
+  const std::string bad = path + ": not a valid ImEE Linux profile";
+  ByteReader r(checked_payload(file, kBinaryMagic, kBinaryVersion, bad), bad);
+  LinuxProfile p;
+  p.banner = r.str(4096);
+  p.symbols_path = r.str(4096);
+  p.syscall_slots = r.u64();
+  if (p.syscall_slots == 0 || p.syscall_slots > 4096) r.fail("implausible syscall_slots");
+  const std::uint32_t handlers = r.u32();
+  if (handlers > p.syscall_slots) r.fail("more syscall_handlers than syscall_slots");
+  for (std::uint32_t i = 0; i < handlers; ++i) p.syscall_handlers.push_back(r.u64());
+  if (r.u32() != std::size(kProfileSymbols)) r.fail("another set of symbols");
+  for (const char* name : kProfileSymbols) p.symbols[name] = r.u64();
+  if (r.u32() != std::size(kLayoutFields)) r.fail("another set of layout fields");
+  for (const LayoutField& f : kLayoutFields) p.layout.*f.field = r.u64();
+  p.btf_offset = r.u64();
+  p.btf_size = r.u64();
+  p.btf_hash = r.u64();
+  if (!r.at_end()) r.fail("trailing bytes");
+  check_layout(p.layout, path);
+  return p;
+}
+
+}  // namespace
+
 LinuxProfile LinuxProfile::load(const std::string& path) {
   std::string text;
   try {
@@ -321,6 +374,7 @@ LinuxProfile LinuxProfile::load(const std::string& path) {
   } catch (const Exception& e) {
     throw Exception(path + ": cannot open profile (" + e.what() + ")");
   }
+  if (has_magic(text, kBinaryMagic)) return profile_from_binary(text, path);
   const std::string bad = path + ": not a valid ImEE Linux profile: ";
   nlohmann::json j;
   std::vector<std::string> symbol_order;

@@ -1,8 +1,12 @@
 #include "imee/linux_session.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string_view>
+#include <utility>
 
 #include "imee/backends.hpp"
 #include "imee/guest_profile.hpp"
@@ -28,12 +32,27 @@ bool bytes_at(MemoryBackend& backend, std::uint64_t gpa, std::string_view expect
 
 namespace {
 
+// The image loaded at text_gpa, mapped at `va` by its init_top_pgt under `mode`: _text and
+// linux_banner translate back to it, and page_offset_base reads.
+std::optional<KernelLocation> image_at(MemoryBackend& backend, const LinuxProfile& profile,
+                                       std::uint64_t text_gpa, PagingMode mode, std::uint64_t va) {
+  const std::uint64_t banner_off = profile.symbol_offset("linux_banner");
+  const AddressSpace space{text_gpa + profile.symbol_offset("init_top_pgt"), mode, true};
+  Expected<Translation> t = backend.translate(space, va);
+  if (!t || t->gpa != text_gpa) return std::nullopt;
+  Expected<Translation> b = backend.translate(space, va + banner_off);
+  if (!b || b->gpa != text_gpa + banner_off) return std::nullopt;
+  std::uint64_t pob = 0;
+  const std::uint64_t pob_va = va + profile.symbol_offset("page_offset_base");
+  if (!backend.read(space, pob_va, std::as_writable_bytes(std::span(&pob, 1)))) return std::nullopt;
+  return KernelLocation{va, text_gpa, space, pob};
+}
+
 // Candidates: every image whose banner sits at a 2 MiB-aligned load address and whose
 // init_top_pgt maps _text back onto it, under 5- or 4-level paging.
 std::vector<KernelLocation> find_kernel_images(MemoryBackend& backend,
                                                const LinuxProfile& profile) {
   const std::uint64_t banner_off = profile.symbol_offset("linux_banner");
-  const std::uint64_t pgd_off = profile.symbol_offset("init_top_pgt");
   const std::string banner = profile.banner.empty() ? "Linux version " : profile.banner;
   std::vector<KernelLocation> found;
   for (const RamRegion& region : backend.ram_regions()) {
@@ -41,20 +60,10 @@ std::vector<KernelLocation> find_kernel_images(MemoryBackend& backend,
     for (std::uint64_t text_gpa = first; text_gpa + banner_off < region.gpa + region.size;
          text_gpa += kKernelAlign) {
       if (!bytes_at(backend, text_gpa + banner_off, banner)) continue;
-      for (PagingMode mode : {PagingMode::k5Level, PagingMode::k4Level}) {
-        const AddressSpace space{text_gpa + pgd_off, mode, true};
+      for (PagingMode mode : {PagingMode::k5Level, PagingMode::k4Level})
         for (std::uint64_t va = kKernelMapStart; va < kKernelMapStart + kKernelMapSize;
-             va += kKernelAlign) {
-          Expected<Translation> t = backend.translate(space, va);
-          if (!t || t->gpa != text_gpa) continue;
-          Expected<Translation> b = backend.translate(space, va + banner_off);
-          if (!b || b->gpa != text_gpa + banner_off) continue;
-          std::uint64_t pob = 0;
-          const std::uint64_t pob_va = va + profile.symbol_offset("page_offset_base");
-          if (!backend.read(space, pob_va, std::as_writable_bytes(std::span(&pob, 1)))) continue;
-          found.push_back({va, text_gpa, space, pob});
-        }
-      }
+             va += kKernelAlign)
+          if (auto k = image_at(backend, profile, text_gpa, mode, va)) found.push_back(*k);
     }
   }
   return found;
@@ -125,11 +134,50 @@ std::unique_ptr<LinuxSession> LinuxSession::open(const TargetSpec& spec, LinuxPr
   return session;
 }
 
+namespace {
+
+// The kernel where this target's was found the last time, if it is still there: the same cached
+// profile fits the image at the remembered GPA, the remembered slide maps it, and its task list
+// closes. A few reads instead of the scans.
+std::optional<std::pair<LinuxProfile, KernelLocation>> recalled_kernel(
+    MemoryBackend& backend, const GuestRam& ram, const RememberedKernel& memo) {
+  try {
+    LinuxProfile profile = LinuxProfile::load(memo.profile_path);
+    if (profile_fits(ram, profile, memo.text_gpa) != ProfileFit::kFits) return std::nullopt;
+    const auto k = image_at(backend, profile, memo.text_gpa, memo.mode, memo.text_va);
+    if (!k || !task_list_is_intact(backend, profile, *k)) return std::nullopt;
+    return std::pair{std::move(profile), *k};
+  } catch (const Exception&) {
+    return std::nullopt;  // e.g. the entry was removed or spoiled: the scan rebuilds it
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<LinuxSession> LinuxSession::open_zero_config(const TargetSpec& spec,
                                                              const std::string& backend_name,
                                                              const std::string& cache_dir) {
+  const auto start = std::chrono::steady_clock::now();
   auto target = std::make_unique<Target>(Target::open(spec));
   SoftBackend locator(target->ram());
+  const std::optional<RememberedKernel> memo = recall_kernel(cache_dir, target->ram());
+  if (memo) {
+    if (auto found = recalled_kernel(locator, target->ram(), *memo)) {
+      auto session =
+          std::make_unique<LinuxSession>(locator, std::move(found->first), found->second);
+      char line[512];
+      std::snprintf(
+          line, sizeof line,
+          "cached profile %s (banner and BTF hash match), kernel where it was last "
+          "found (_text at GPA 0x%llx), %.2f ms",
+          memo->profile_path.c_str(), static_cast<unsigned long long>(memo->text_gpa),
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count());
+      session->profile_origin_ = line;
+      session->adopt(std::move(target), backend_name);
+      return session;
+    }
+  }
   // A banner whose image turns out not to be the live kernel (an earlier boot's copy) is
   // excluded and the next one tried.
   std::vector<std::uint64_t> rejected;
@@ -160,6 +208,8 @@ std::unique_ptr<LinuxSession> LinuxSession::open_zero_config(const TargetSpec& s
       if (!excluded) throw;
       continue;
     }
+    const RememberedKernel found{gp.cache_path, kernel.text_gpa, kernel.text_va, kernel.space.mode};
+    if (!gp.cache_path.empty() && memo != found) remember_kernel(cache_dir, target->ram(), found);
     auto session = std::make_unique<LinuxSession>(locator, std::move(gp.profile), kernel);
     session->profile_origin_ = gp.how;
     session->profile_warnings_ = std::move(warnings);

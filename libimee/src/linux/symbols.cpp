@@ -16,6 +16,7 @@
 #include <mutex>
 #include <utility>
 
+#include "checked_file.hpp"
 #include "imee/error.hpp"
 #include "input_file.hpp"
 
@@ -34,6 +35,9 @@ struct SymbolTable::NameIndex {
 };
 
 namespace {
+
+constexpr std::string_view kBinaryMagic = "IMEESYMS";
+constexpr std::uint32_t kBinaryVersion = 1;
 
 // Large enough for any kernel's symbol list, small enough to refuse a wrong file quickly.
 constexpr std::size_t kMaxFileBytes = std::size_t{512} << 20;
@@ -81,7 +85,42 @@ const char* skip_name_words(const char* p, const char* end) {
 
 SymbolTable SymbolTable::load(const std::string& path) {
   const InputFile file(path, kMaxFileBytes);
-  return parse(file.text(), path);
+  if (!has_magic(file.text(), kBinaryMagic)) return parse(file.text(), path);
+  // The binary form: count, then per symbol its address, type letter and name.
+  const std::string_view payload = checked_payload(file.text(), kBinaryMagic, kBinaryVersion, path);
+  ByteReader r(payload, path);
+  const std::uint32_t count = r.u32();
+  if (count == 0) r.fail("no symbols");
+  SymbolTable table;
+  std::vector<Symbol>& symbols = table.symbols_;
+  symbols.reserve(std::min<std::size_t>(count, payload.size() / 12));  // 12: the smallest entry
+  bool all_zero = true;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    Symbol& s = symbols.emplace_back();
+    s.address = r.u64();
+    s.type = static_cast<char>(r.u8());
+    const std::string_view name = r.take(r.u16());
+    if (!is_type_letter(s.type)) r.fail("bad symbol type letter");
+    if (name.empty() || !std::all_of(name.begin(), name.end(), is_name_char))
+      r.fail("bad symbol name");
+    s.name.assign(name);
+    all_zero = all_zero && s.address == 0;
+  }
+  if (!r.at_end()) r.fail("trailing bytes");
+  return from_checked(std::move(table), all_zero, path);
+}
+
+void SymbolTable::save_binary(const std::string& path) const {
+  ByteWriter w;
+  w.u32(static_cast<std::uint32_t>(symbols_.size()));
+  for (const Symbol& s : symbols_) {
+    w.u64(s.address);
+    w.u8(static_cast<std::uint8_t>(s.type));
+    const std::string_view name = std::string_view(s.name).substr(0, UINT16_MAX);
+    w.u16(static_cast<std::uint16_t>(name.size()));
+    w.raw(name);
+  }
+  write_checked_file(path, kBinaryMagic, kBinaryVersion, w.bytes());
 }
 
 SymbolTable SymbolTable::parse(std::string_view text, const std::string& origin) {

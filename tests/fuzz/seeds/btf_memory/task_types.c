@@ -1,0 +1,11 @@
+struct list_head { struct list_head *next, *prev; };
+typedef struct { unsigned long long val; } kernel_cap_t;
+typedef struct { int counter; } atomic_t;
+typedef struct { unsigned int val; } kuid_t;
+typedef struct { unsigned int val; } kgid_t;
+struct cred { atomic_t usage; kuid_t uid; kgid_t gid; kuid_t suid; kgid_t sgid; kuid_t euid; kgid_t egid; kuid_t fsuid; kgid_t fsgid; unsigned securebits; kernel_cap_t cap_inheritable, cap_permitted, cap_effective, cap_bset, cap_ambient; };
+struct mm_struct { struct { unsigned long start; void *pgd; }; };
+enum pid_type { PIDTYPE_PID, PIDTYPE_TGID, PIDTYPE_MAX };
+struct hlist_node { struct hlist_node *next, **pprev; };
+struct task_struct { volatile long state; unsigned flags : 3, other : 5; struct list_head tasks; struct mm_struct *mm; int pid; int tgid; struct task_struct *real_parent; const struct cred *real_cred, *cred; char comm[16]; struct hlist_node pid_links[PIDTYPE_MAX]; union { int a; float b; }; void (*fn)(int, char *); };
+struct task_struct t; struct cred c; struct mm_struct m; enum pid_type p;
