@@ -2,11 +2,14 @@
 # Builds the libFuzzer harnesses (clang, ASan+UBSan) and runs each for FUZZ_RUNS executions
 # (default 1,000,000; CI runs a short pass). Corpora live in BUILD_DIR/corpus and are seeded from
 # tests/fuzz/seeds/ and from the lab guest's files when they exist. Fails on any crash, leak or
-# sanitizer finding. FUZZ_TARGETS picks some of them (default: all).
+# sanitizer finding. FUZZ_TARGETS picks some of them (default: all). FUZZ_SECONDS caps each
+# harness's run in wall seconds too (CI's short pass: the ISF and BTF harnesses run ~150-300
+# inputs a second under the sanitizers).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build-fuzz}
 runs=${FUZZ_RUNS:-1000000}
+seconds=${FUZZ_SECONDS:-0}  # 0: no cap
 "$repo/scripts/install-deps.sh"
 CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -DIMEE_FUZZ=ON -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -31,7 +34,8 @@ done
 status=0
 for target in $targets; do
   log=$build/fuzz_$target.log
-  if "$build/tests/fuzz/fuzz_$target" -runs="$runs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+  if "$build/tests/fuzz/fuzz_$target" -runs="$runs" -max_total_time="$seconds" -max_len=65536 \
+      -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$build/$target-" \
       "$build/corpus/$target" >"$log" 2>&1; then
     echo "fuzz_$target: $(grep -E '^Done' "$log")"
