@@ -106,7 +106,15 @@ EXPORT_SYMBOL_GPL(kvm_imee_svm_exit);
 /* #NPF error code: a reserved bit set in an NPT entry (EPT misconfig's twin) */
 #define IMEE_NPF_RSVD	BIT_ULL(3)
 
-/* npf_interception(), for the shell's vCPU: EXITINFO2 = GPA, EXITINFO1 = error code */
+/*
+ * npf_interception(), for the shell's vCPU: EXITINFO2 = GPA, EXITINFO1 =
+ * error code.  Security review: the same path as an EPT violation on Intel
+ * -- the vCPU's thread inside KVM_RUN, before KVM's own MMU sees the fault;
+ * only imee_tdp_fault() installs entries, under the lock order, generation
+ * and retry checks of imee_map_target() (imee_main.c), so the invalidations
+ * that race it are the ones named there.  Tests: the KernelImee race tests,
+ * in the AMD lab (tests/vtx-lab/README.md: not yet passing end to end).
+ */
 int kvm_imee_npf(struct kvm_vcpu *vcpu, u64 gpa, u64 error_code)
 {
 	if (error_code & IMEE_NPF_RSVD)
