@@ -12,7 +12,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build}
 "$repo/scripts/install-deps.sh" || exit 1
 
-ctest_in() { (cd "$1" && ctest --output-on-failure -j2 --timeout 900); }
+ctest_in() { (cd "$1" && shift && ctest --output-on-failure -j2 --timeout 900 "$@"); }
 
 echo "== libimee's layers (no include cycle, no upward include)"
 python3 "$repo/scripts/check-layers.py" || exit 1
@@ -35,10 +35,14 @@ echo "== test suite"
 ctest_in "$build" || status=1
 if [[ ${IMEE_SANITIZE:-1} != 0 ]]; then
   echo "== test suite under ASan+UBSan"
-  { BUILD_DIR=$build-sanitize "$repo/scripts/build.sh" -DIMEE_SANITIZE=ON && ctest_in "$build-sanitize"; } ||
+  # The ISF export/import tests run under the sanitizers on one guest only (4level): the other
+  # two guests add ~3 minutes of CI and no code path (the ISF reader and writer are fuzzed under
+  # ASan besides, fuzz_isf and fuzz_btf_memory)
+  { BUILD_DIR=$build-sanitize "$repo/scripts/build.sh" -DIMEE_SANITIZE=ON &&
+    ctest_in "$build-sanitize" -E 'LiveIsf\..*/(5level|4level_k612)'; } ||
     status=1
-  echo "== fuzzers, short run: 20,000 executions or 30 s each (scripts/fuzz.sh runs 10^6 each)"
-  BUILD_DIR=$build-fuzz FUZZ_RUNS=${FUZZ_RUNS:-20000} FUZZ_SECONDS=${FUZZ_SECONDS:-30} \
+  echo "== fuzzers, short run: 20,000 executions or 15 s each (scripts/fuzz.sh runs 10^6 each)"
+  BUILD_DIR=$build-fuzz FUZZ_RUNS=${FUZZ_RUNS:-20000} FUZZ_SECONDS=${FUZZ_SECONDS:-15} \
     "$repo/scripts/fuzz.sh" || status=1
 fi
 
