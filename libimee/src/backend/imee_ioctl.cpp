@@ -30,15 +30,22 @@ int xioctl(int fd, unsigned long request, void* arg) {
   return r;
 }
 
-}  // namespace
-
-std::string imee_missing() {
+// IMEE_QUERY on /dev/kvm into `q`: empty, or why there is no answer (no KVM, no ImEE).
+std::string query(imee_query& q) {
   kvm::Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
   if (!kvm) return std::string("cannot open /dev/kvm: ") + std::strerror(errno);
-  imee_query q{};
+  q = {};
   if (xioctl(kvm.get(), IMEE_QUERY, &q) != 0 || q.magic != IMEE_MAGIC)
     return "this KVM has no ImEE (IMEE_QUERY: " + std::string(std::strerror(errno)) +
            "); load the patched modules (kernel/README.md)";
+  return {};
+}
+
+}  // namespace
+
+std::string imee_missing() {
+  imee_query q{};
+  if (std::string why = query(q); !why.empty()) return why;
   if (q.version != IMEE_VERSION)
     return "the loaded ImEE speaks ABI version " + std::to_string(q.version) + ", libimee " +
            std::to_string(IMEE_VERSION);
@@ -48,10 +55,8 @@ std::string imee_missing() {
 }
 
 std::uint64_t imee_features() {
-  kvm::Fd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
   imee_query q{};
-  if (!kvm || xioctl(kvm.get(), IMEE_QUERY, &q) != 0 || q.magic != IMEE_MAGIC) return 0;
-  return q.features;
+  return query(q).empty() ? q.features : 0;
 }
 
 namespace {
