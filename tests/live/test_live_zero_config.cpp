@@ -334,11 +334,16 @@ TEST_P(LiveZeroConfig, SpoiledBtfOrKallsymsAreRefusedClearly) {
   const SymbolTable truth = SymbolTable::load(guest_.kallsyms());
   const std::uint64_t text = *truth.find("_text");
   const auto gpa_of = [&](const char* name) { return good.text_gpa + (*truth.find(name) - text); };
-  // The kallsyms tables are not in kallsyms: found in the image (from _text, 64 MiB).
+  // The kallsyms tables are not in kallsyms: found in the image (from _text, up to 64 MiB, but
+  // not past the end of the RAM region KASLR put the kernel in).
+  std::uint64_t image_len = 0;
+  for (const RamRegion& r : target_->ram().regions())
+    if (good.text_gpa >= r.gpa && good.text_gpa - r.gpa < r.size)
+      image_len = std::min<std::uint64_t>(64u << 20, r.gpa + r.size - good.text_gpa);
   const auto* image =
-      reinterpret_cast<const std::uint8_t*>(target_->ram().host(good.text_gpa, 64u << 20));
-  ASSERT_NE(image, nullptr);
-  const auto tables = find_kallsyms(std::span(image, 64u << 20));
+      reinterpret_cast<const std::uint8_t*>(target_->ram().host(good.text_gpa, image_len));
+  ASSERT_NE(image, nullptr) << "no RAM region holds _text at GPA " << std::hex << good.text_gpa;
+  const auto tables = find_kallsyms(std::span(image, image_len));
   ASSERT_TRUE(tables.has_value());
   GuestBanner banner;
   for (const GuestBanner& b : find_guest_banners(target_->ram()))
