@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     if (!ctx.options.extra.contains("--isf"))
       throw imee::Exception("no output: give --isf FILE (.json or .json.xz)");
     imee::LinuxSession& s = *ctx.session;
-    const imee::SymbolTable boot = imee::boot_symbols(s, ctx.options.symbols_path);
+    const imee::SymbolTable boot = ctx.boot_symbols();
 
     // Link-time _text: from the guest's vmcoreinfo, or given, or the x86-64 default.
     std::uint64_t link_text = kDefaultLinkText;

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
       ""};
   return imee::tools::run_tool(argc, argv, info, [&](imee::tools::Context& ctx) {
     imee::LinuxSession& s = *ctx.session;
-    const imee::SymbolTable symbols = imee::boot_symbols(s, ctx.options.symbols_path);
+    const imee::SymbolTable symbols = ctx.boot_symbols();
     const std::vector<std::uint64_t> table = imee::syscall_table(s);
     const imee::SyscallDispatch dispatch = imee::syscall_dispatch(s, symbols);
     const std::vector<imee::KernelModule> modules = imee::kernel_modules(s);

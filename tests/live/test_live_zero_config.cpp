@@ -285,6 +285,38 @@ TEST_P(LiveZeroConfig, SyscalldmpOnTheCachedProfileEqualsSyscalldmpWithSymbols) 
     last = cached.out.substr(0, 2000) + "\n--- vs ---\n" + listed.out.substr(0, 2000);
   }
   EXPECT_TRUE(same) << last;
+
+  // The cached symbol list damaged (one byte flipped): refused by its checksum, decoded again
+  // from guest memory with a warning, rewritten, and syscalldmp says the same as before.
+  std::string symbols_path;
+  for (const auto& e : fs::directory_iterator(cache_))
+    if (e.path().extension() == ".symbols") symbols_path = e.path().string();
+  ASSERT_FALSE(symbols_path.empty());
+  const auto spoil = [&] {
+    std::string bytes;
+    {
+      std::ifstream in(symbols_path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    bytes[bytes.size() / 2] ^= 0x10;
+    std::ofstream(symbols_path, std::ios::binary | std::ios::trunc) << bytes;
+    EXPECT_THROW(SymbolTable::load(symbols_path), Exception);
+  };
+  same = false;
+  for (int attempt = 0; attempt < 4 && !same; ++attempt) {
+    spoil();
+    const RunResult rebuilt = zero_config("syscalldmp", "--json");
+    ASSERT_EQ(rebuilt.status, 0) << rebuilt.err;
+    EXPECT_NE(rebuilt.err.find("checksum mismatch"), std::string::npos) << rebuilt.err;
+    EXPECT_NE(rebuilt.err.find("decoded again from guest memory and rewritten"), std::string::npos)
+        << rebuilt.err;
+    EXPECT_NO_THROW(SymbolTable::load(symbols_path));
+    const RunResult listed = zero_config("syscalldmp", "--json --symbols " + guest_.kallsyms());
+    ASSERT_EQ(listed.status, 0) << listed.err;
+    same = rebuilt.out == listed.out;
+    last = rebuilt.out.substr(0, 2000) + "\n--- vs ---\n" + listed.out.substr(0, 2000);
+  }
+  EXPECT_TRUE(same) << last;
 }
 
 TEST_P(LiveZeroConfig, UnwritableCacheWarnsAndStillWorks) {

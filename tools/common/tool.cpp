@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "imee/guest_profile.hpp"
+#include "imee/linux.hpp"
 
 namespace imee::tools {
 
@@ -179,6 +180,13 @@ void print_json(const nlohmann::ordered_json& doc) {
   std::cout << doc.dump(2) << '\n';
 }
 
+SymbolTable Context::boot_symbols() const {
+  std::vector<std::string> warnings;
+  SymbolTable symbols = imee::boot_symbols(*session, options.symbols_path, &warnings);
+  for (const std::string& w : warnings) std::fprintf(stderr, "%s: warning: %s\n", tool, w.c_str());
+  return symbols;
+}
+
 int run_tool(int argc, char** argv, const ToolInfo& info,
              const std::function<void(Context&)>& body) {
   for (int i = 1; i < argc; ++i) {
@@ -190,6 +198,7 @@ int run_tool(int argc, char** argv, const ToolInfo& info,
   const auto start = std::chrono::steady_clock::now();
   try {
     Context ctx;
+    ctx.tool = info.name;
     ctx.options = parse(argc, argv, info);
     ctx.session = open_session(ctx.options);
     for (const std::string& w : ctx.session->profile_warnings())

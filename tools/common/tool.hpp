@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "imee/linux_session.hpp"
+#include "imee/symbols.hpp"
 #include "imee/target.hpp"
 
 namespace imee::tools {
@@ -40,9 +41,14 @@ struct Options {
 };
 
 struct Context {
+  const char* tool = "";
   Options options;
   std::unique_ptr<LinuxSession> session;  // owns the target and the backend
   std::size_t findings = 0;  // signs of tampering the tool reported: exit status kFindings
+
+  // The full symbol list at this boot's slide (--symbols, else the profile's own; see
+  // imee::boot_symbols), with a warning on stderr when a damaged cached list was rebuilt.
+  SymbolTable boot_symbols() const;
 };
 
 // Exit status: 0 clean, 1 failure, 2 usage error, 3 the tool reported findings.

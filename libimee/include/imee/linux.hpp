@@ -77,8 +77,10 @@ SyscallDispatch decide_syscall_dispatch(const SymbolTable& symbols, const CodeRe
 SyscallDispatch syscall_dispatch(LinuxSession& session, const SymbolTable& symbols);
 
 // The full symbol list at `path` (a kallsyms dump or System.map of any boot of this kernel
-// build; empty: the one the profile was built from), moved to this boot's KASLR slide.
-SymbolTable boot_symbols(const LinuxSession& session, const std::string& path = "");
+// build; empty: the one the profile was built from), moved to this boot's KASLR slide. A damaged
+// cached list is decoded again from guest memory and rewritten; `warnings` gets a line saying so.
+SymbolTable boot_symbols(const LinuxSession& session, const std::string& path = "",
+                         std::vector<std::string>* warnings = nullptr);
 
 // ---------------------------------------------------------------- the pid namespace's view
 

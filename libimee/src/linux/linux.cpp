@@ -6,6 +6,11 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <utility>
+
+#include "imee/error.hpp"
+#include "imee/guest_profile.hpp"
+#include "imee/target.hpp"
 
 namespace imee {
 
@@ -219,8 +224,39 @@ SyscallDispatch syscall_dispatch(LinuxSession& session, const SymbolTable& symbo
       symbols, [&](std::uint64_t va, std::size_t len) { return session.read(va, len); });
 }
 
-SymbolTable boot_symbols(const LinuxSession& session, const std::string& path) {
-  SymbolTable symbols = path.empty() ? session.profile().full_symbols() : SymbolTable::load(path);
+namespace {
+
+// The profile's own symbol list. A cached one (a file beside a profile built from guest memory)
+// that no longer loads, damaged after it was written, is decoded again from the guest's kallsyms
+// tables and written back, as a damaged cached profile is rebuilt.
+SymbolTable profile_symbols(const LinuxSession& session, std::vector<std::string>* warnings) {
+  const LinuxProfile& p = session.profile();
+  try {
+    return p.full_symbols();
+  } catch (const Exception& e) {
+    const auto banner_off = p.symbols.find("linux_banner");
+    if (p.all_symbols || p.symbols_path.empty() || p.btf_size == 0 || !session.target() ||
+        banner_off == p.symbols.end())
+      throw;
+    const GuestBanner banner{session.kernel().text_gpa + banner_off->second, p.banner};
+    MemoryProfile built = build_profile_from_memory(session.target()->ram(), banner);
+    std::string note = std::string(e.what()) + "; decoded again from guest memory";
+    try {
+      built.profile.all_symbols->save_binary(p.symbols_path);
+      note += " and rewritten";
+    } catch (const Exception& save) {
+      note += std::string(" (not rewritten: ") + save.what() + ")";
+    }
+    if (warnings) warnings->push_back(note);
+    return std::move(*built.profile.all_symbols);
+  }
+}
+
+}  // namespace
+
+SymbolTable boot_symbols(const LinuxSession& session, const std::string& path,
+                         std::vector<std::string>* warnings) {
+  SymbolTable symbols = path.empty() ? profile_symbols(session, warnings) : SymbolTable::load(path);
   const std::string origin = path.empty() ? "the profile's symbol list" : path;
   const auto listed_text = symbols.find("_text");
   if (!listed_text) throw Exception(origin + ": no _text symbol");
