@@ -4,15 +4,17 @@
 # tests/fuzz/seeds/ and from the lab guest's files when they exist. Fails on any crash, leak or
 # sanitizer finding. FUZZ_TARGETS picks some of them (default: all). FUZZ_SECONDS caps each
 # harness's run in wall seconds too (CI's short pass: the ISF and BTF harnesses run ~150-300
-# inputs a second under the sanitizers).
+# inputs a second under the sanitizers). FUZZ_SANITIZERS picks the sanitizers (default
+# address,undefined; BUILD_DIR should differ per choice).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build-fuzz}
 runs=${FUZZ_RUNS:-1000000}
 seconds=${FUZZ_SECONDS:-0}  # 0: no cap
 "$repo/scripts/install-deps.sh"
+sanitizers=${FUZZ_SANITIZERS:-address,undefined}
 CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -DIMEE_FUZZ=ON -DBUILD_TESTING=OFF \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  -DIMEE_FUZZ_SANITIZERS="$sanitizers" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 targets=${FUZZ_TARGETS:-symbols profile guest_ram kernel_types kallsyms btf_memory isf profile_cache}
 cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' $targets)
 
