@@ -53,16 +53,7 @@ wait:
 	cmpl	$IMEE_MODE_POLL, IMEE_HDR_MODE(%rbx)
 	jne	idle
 	incq	IMEE_HDR_POLLS(%rbx)
-	/*
-	 * Spin with IF=1. No interrupt reaches the agent either way (nothing
-	 * injects one; a host interrupt exits to the host), but Bochs' AMD model
-	 * keeps host interrupts masked for a guest entered with IF=0 until it sets
-	 * IF, and KVM intercepts no PAUSE where the CPU lacks a pause filter
-	 * threshold: spinning with IF=0 there never exits and stalls L1's CPU.
-	 */
-	sti
 	pause
-	cli
 	jmp	wait
 idle:
 	hlt				/* batch done: KVM_EXIT_HLT. The next KVM_RUN resumes here. */
