@@ -53,7 +53,14 @@ wait:
 	cmpl	$IMEE_MODE_POLL, IMEE_HDR_MODE(%rbx)
 	jne	idle
 	incq	IMEE_HDR_POLLS(%rbx)
+	testl	$IMEE_AGENT_SPIN_STI, page_start+IMEE_AGENT_CONFIG_OFFSET+IMEE_CFG_FLAGS(%rip)
+	jnz	spin_sti
 	pause
+	jmp	wait
+spin_sti:
+	sti				/* AMD hosts only: agent/README.md */
+	pause
+	cli
 	jmp	wait
 idle:
 	hlt				/* batch done: KVM_EXIT_HLT. The next KVM_RUN resumes here. */

@@ -11,13 +11,13 @@
  *  - the data area (IMEE_DATA_PAGES pages at config.data_va in the local address space only): a
  *    header, the request slots, and the output buffer the agent stores the bytes into.
  *
- * Version 1. Any layout change bumps IMEE_AGENT_PROTOCOL_VERSION; the host checks the agent
+ * Version 2 (config.flags). Any layout change bumps IMEE_AGENT_PROTOCOL_VERSION; the host checks the agent
  * image's config block before it runs it.
  */
 #ifndef IMEE_AGENT_PROTOCOL_H
 #define IMEE_AGENT_PROTOCOL_H
 
-#define IMEE_AGENT_PROTOCOL_VERSION 1
+#define IMEE_AGENT_PROTOCOL_VERSION 2
 #define IMEE_AGENT_MAGIC 0x45454d49u /* "IMEE", little endian */
 #define IMEE_PAGE_SIZE 4096
 
@@ -49,6 +49,11 @@
 #define IMEE_CFG_VERSION 4
 #define IMEE_CFG_LOCAL_CR3 8
 #define IMEE_CFG_DATA_VA 16
+#define IMEE_CFG_FLAGS 24
+
+/* config.flags */
+/* Poll mode: spin with IF=1 between doorbell checks (AMD hosts: agent/README.md). */
+#define IMEE_AGENT_SPIN_STI 1u
 
 /* Header offsets (struct imee_data_header). */
 #define IMEE_HDR_MAGIC 0
@@ -95,7 +100,9 @@ struct imee_agent_config {
   uint32_t version;   /* IMEE_AGENT_PROTOCOL_VERSION: likewise */
   uint64_t local_cr3; /* GPA of the local address space's root table */
   uint64_t data_va;   /* VA of the data area in the local address space */
-  uint64_t reserved[5];
+  uint32_t flags;     /* IMEE_AGENT_* */
+  uint32_t pad;
+  uint64_t reserved[4];
 };
 
 struct imee_data_header {
@@ -143,6 +150,7 @@ IMEE_STATIC_ASSERT(IMEE_AGENT_IDT_OFFSET + 16 * IMEE_AGENT_IDT_VECTORS <= IMEE_A
   IMEE_STATIC_ASSERT(offsetof(struct type, field) == (off), #type "." #field)
 IMEE_OFFSET_IS(imee_agent_config, local_cr3, IMEE_CFG_LOCAL_CR3);
 IMEE_OFFSET_IS(imee_agent_config, data_va, IMEE_CFG_DATA_VA);
+IMEE_OFFSET_IS(imee_agent_config, flags, IMEE_CFG_FLAGS);
 IMEE_OFFSET_IS(imee_data_header, mode, IMEE_HDR_MODE);
 IMEE_OFFSET_IS(imee_data_header, count, IMEE_HDR_COUNT);
 IMEE_OFFSET_IS(imee_data_header, doorbell, IMEE_HDR_DOORBELL);

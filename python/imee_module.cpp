@@ -253,6 +253,7 @@ py::dict stats(const Reader& r) {
   d["reread_no_la57"] = s.reread_no_la57;
   d["reread_paging_feature"] = s.reread_paging_feature;
   d["reread_agent_failed"] = s.reread_agent_failed;
+  d["reread_walk_copy"] = s.reread_walk_copy;
   d["runs"] = s.runs;
   d["agent_jobs"] = s.agent_jobs;
   d["vm_exits"] = s.vm_exits;

@@ -40,7 +40,8 @@ static u64 imee_amd_tdp_pointer(phys_addr_t root_pa)
 const struct imee_vendor imee_vendor_amd = {
 	.kvm_name = "kvm_amd",
 	.format = IMEE_TDP_NPT,
-	.features = IMEE_FEATURE_SVM_NPT | IMEE_FEATURE_AGENT_READABLE,
+	.features = IMEE_FEATURE_SVM_NPT | IMEE_FEATURE_AGENT_READABLE |
+		    IMEE_FEATURE_WALK_COPIES,
 	.host_supported = imee_amd_supported,
 	.tdp_pointer = imee_amd_tdp_pointer,
 };

@@ -41,6 +41,7 @@
 #include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/highmem.h>
 #include <linux/jiffies.h>
 #include <linux/kvm_host.h>
 #include <linux/kvm_imee.h>
@@ -107,6 +108,24 @@ module_param_cb(imee_pages, &imee_counter_ops, &imee_held_pages, 0444);
 static LIST_HEAD(imee_list);		/* RCU; writers hold imee_list_lock */
 static DEFINE_SPINLOCK(imee_list_lock);
 
+/*
+ * A private copy of a target paging-structure page, mapped writable in the
+ * ImEE's TDP for one batch activation (IMEE_FEATURE_WALK_COPIES): an AMD
+ * CPU's nested walk writes every guest entry it reads, so a read-only
+ * mapping stops every walk (kernel/README.md, "Guest page-table walks").
+ * The walk's A-bit writes land in the copy.  When the activation ends the
+ * copy is unmapped, compared with the target's page and freed.
+ */
+struct imee_walk_copy {
+	u64 gfn;
+	struct page *copy;	/* ours, the only page mapped writable at gfn */
+	struct page *page;	/* the target's page it was copied from (ref) */
+	unsigned long gen;	/* imee->gen when mapped */
+};
+
+/* Copies one activation may hold; then walks stop with NEEDS_A_BIT. */
+#define IMEE_MAX_WALK_COPIES	256
+
 struct imee_fault {
 	u32 kind;
 	u32 info;
@@ -137,6 +156,10 @@ struct imee {
 	unsigned long pinned;		/* pins charged to shell->mm locked_vm */
 	struct task_struct *runner;	/* task in kvm_arch_vcpu_ioctl_run */
 	struct imee_fault fault;	/* of the current activation */
+	/* this activation serves walk writes with copies (runner only) */
+	bool walk_copies;
+	unsigned int ncopies;
+	struct imee_walk_copy *copies;	/* IMEE_MAX_WALK_COPIES, or NULL */
 	u64 last_gfn;			/* TDP faults in a row on it */
 	unsigned int repeats;
 	u64 run_tdp_faults;		/* exits of the current activation */
@@ -390,15 +413,17 @@ static void imee_test_delay(void)
  * mm, no FOLL_WRITE); it is installed only if nothing could have taken it
  * from the target meanwhile (see the security review below).  No reference
  * is kept once it is mapped: as in KVM, the invalidation hooks are what keep
- * a freed page out of reach.
+ * a freed page out of reach.  @copy (a walk's write, IMEE_MAP_WALK_COPY):
+ * map a private copy of the page writable instead, and keep the reference
+ * until the activation ends (imee_end_walk_copies()).
  */
-static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
+static int imee_map_target(struct imee *imee, u64 gfn, u64 gla, bool copy)
 {
 	struct kvm *target = imee->target;
 	struct mm_struct *mm = target->mm;
 	struct kvm_memory_slot *slot;
 	unsigned long mmu_seq, hva, gen;
-	struct page *page;
+	struct page *page, *copy_page = NULL;
 	bool gone, mapped = false;
 	int idx, r;
 	long n;
@@ -447,6 +472,17 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 		goto out;
 	}
 	imee_test_delay();
+	if (copy) {
+		copy_page = alloc_page(GFP_KERNEL_ACCOUNT);
+		if (!copy_page) {
+			put_page(page);
+			r = -ENOMEM;
+			goto out;
+		}
+		atomic_long_inc(&imee_held_pages);
+		/* a snapshot: what the target writes later is found at the end */
+		copy_highpage(copy_page, page);
+	}
 
 	/*
 	 * Security review -- the only path that puts target memory into an
@@ -473,13 +509,37 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	 * VMM killed inside kvm.imee_test_map_delay_ms: the refused page),
 	 * KernelImee.InvalidationsRacingPollModeNeverShowStaleBytes
 	 * (invalidations and memslot delete/move racing the agent).
+	 *
+	 * A walk copy is checked and installed the same way; what it adds:
+	 * the page mapped is ours, so the target is still never written; the
+	 * target's page is only read again, at the activation's end, through
+	 * the reference kept here -- never mapped, and a bump of gen since
+	 * the install counts as a change without a look at the bytes.  A
+	 * target write to the page after the copy is the race the end check
+	 * exists for; the check is tested with a copy that differs for sure
+	 * (the walk sets an A bit in it):
+	 * AgentBackendTest.PageTableReadBesideAWalkThatSetsAnABitIsTheTargets.
+	 * No test writes the target's page in the middle of an activation.
 	 */
 	read_lock(&target->mmu_lock);
 	spin_lock(&imee->mmu_lock);
 	gone = imee->target_gone;
 	if (!gone && imee->gen == gen &&
 	    !imee_invalidate_retry(target, mmu_seq, gfn, hva)) {
-		imee_tdp_map(&imee->tdp, gfn, page_to_phys(page), IMEE_PERM_R);
+		if (copy_page) {
+			/* replaces a read-only entry of the target's page, if any */
+			imee_tdp_map(&imee->tdp, gfn, page_to_phys(copy_page),
+				     IMEE_PERM_R | IMEE_PERM_W);
+			imee->copies[imee->ncopies++] = (struct imee_walk_copy){
+				.gfn = gfn, .copy = copy_page, .page = page,
+				.gen = gen };
+			copy_page = NULL;
+			page = NULL;
+			kvm_make_request(KVM_REQ_TLB_FLUSH, imee->vcpu);
+		} else {
+			imee_tdp_map(&imee->tdp, gfn, page_to_phys(page),
+				     IMEE_PERM_R);
+		}
 		imee->stats.target_maps++;
 		mapped = true;
 	} else {
@@ -487,7 +547,12 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla)
 	}
 	spin_unlock(&imee->mmu_lock);
 	read_unlock(&target->mmu_lock);
-	put_page(page);
+	if (copy_page) {
+		__free_page(copy_page);
+		atomic_long_dec(&imee_held_pages);
+	}
+	if (page)
+		put_page(page);
 	if (gone)
 		r = imee_stop(imee, IMEE_FAULT_TARGET_GONE, 0, 0, 0);
 	else
@@ -542,14 +607,20 @@ int imee_tdp_fault(struct kvm_vcpu *vcpu, u64 gpa, u64 gla,
 	}
 
 	switch (imee_classify(imee_region_of(imee, gfn), access,
-			      imee->vendor->format == IMEE_TDP_EPT)) {
+			      imee->vendor->format == IMEE_TDP_EPT,
+			      imee->walk_copies)) {
 	case IMEE_MAP_LOCAL:
 		return imee_map_local(imee, gfn, gfn, IMEE_PERM_RWX);
 	case IMEE_MAP_AGENT:
 		return imee_map_local(imee, gfn, imee->agent_local_gfn,
 				      IMEE_PERM_X);
 	case IMEE_MAP_TARGET:
-		return imee_map_target(imee, gfn, gla);
+		return imee_map_target(imee, gfn, gla, false);
+	case IMEE_MAP_WALK_COPY:
+		if (imee->ncopies == IMEE_MAX_WALK_COPIES)
+			return imee_stop(imee, IMEE_FAULT_NEEDS_A_BIT, 0, gpa,
+					 gla);
+		return imee_map_target(imee, gfn, gla, true);
 	case IMEE_STOP_BLIND_SPOT:
 		return imee_stop(imee, IMEE_FAULT_BLIND_SPOT, 0, gpa, gla);
 	case IMEE_STOP_NEEDS_A_BIT:
@@ -805,6 +876,46 @@ static void imee_count(struct imee *imee, const struct imee_activate *a)
 	spin_unlock(&imee->mmu_lock);
 }
 
+/*
+ * After an activation, with the vCPU out of guest mode (vcpu->mutex held):
+ * unmap and free its walk copies.  Returns how many no longer equal the
+ * target's page (or may not: an invalidation ran since the copy).  Then
+ * the walks that used them may have translated through entries the target
+ * no longer has, and a read of such a page as data returned the copy's
+ * bytes (A bits the walk set, say): user space re-reads the activation's
+ * requests in software (kernel/API.md).
+ */
+static u32 imee_end_walk_copies(struct imee *imee)
+{
+	unsigned long gen;
+	u32 i, changed = 0;
+
+	if (!imee->ncopies)
+		return 0;
+	spin_lock(&imee->mmu_lock);
+	gen = imee->gen;
+	for (i = 0; i < imee->ncopies; i++)
+		imee_tdp_zap(&imee->tdp, imee->copies[i].gfn,
+			     imee->copies[i].gfn + 1);
+	imee->stats.tlb_flushes++;
+	spin_unlock(&imee->mmu_lock);
+	imee_flush(imee);	/* before the next entry; the pages go now */
+
+	for (i = 0; i < imee->ncopies; i++) {
+		struct imee_walk_copy *c = &imee->copies[i];
+		void *now = kmap_local_page(c->page);
+
+		if (c->gen != gen || memcmp(page_address(c->copy), now, PAGE_SIZE))
+			changed++;
+		kunmap_local(now);
+		put_page(c->page);
+		__free_page(c->copy);
+		atomic_long_dec(&imee_held_pages);
+	}
+	imee->ncopies = 0;
+	return changed;
+}
+
 static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 {
 	struct kvm_vcpu *vcpu = imee->vcpu;
@@ -851,6 +962,8 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 	imee->last_gfn = ~0ULL;
 	imee->run_tdp_faults = 0;
 	imee->run_exceptions = 0;
+	/* poll mode has no end to check copies at: its walks stop instead */
+	imee->walk_copies = imee->copies && arg.mode == IMEE_ACTIVATE_BATCH;
 	WRITE_ONCE(imee->runner, current);
 	exits = vcpu->stat.exits;
 	irqs = vcpu->stat.irq_exits;
@@ -868,6 +981,8 @@ static long imee_activate(struct imee *imee, struct imee_activate __user *uarg)
 		pr_info("activation: run %ld, exit reason %u, fault %u, %llu exits\n", r,
 			vcpu->run->exit_reason, imee->fault.kind, arg.exits);
 	WRITE_ONCE(imee->runner, NULL);
+	arg.walk_copies = imee->ncopies;
+	arg.walk_copies_changed = imee_end_walk_copies(imee);
 	mutex_unlock(&vcpu->mutex);
 	if (r < 0 && r != -EINTR && !imee->fault.kind) {
 		imee_count(imee, &arg);	/* status NONE */
@@ -948,6 +1063,7 @@ static void imee_free(struct imee *imee)
 	if (imee->target)
 		kvm_put_kvm(imee->target);
 	kvm_put_kvm(imee->shell);
+	kvfree(imee->copies);	/* empty: every activation ends its copies */
 	kfree(imee);
 	atomic_long_dec(&imee_objects);
 }
@@ -1138,6 +1254,13 @@ static long imee_create(const struct imee_launch *arg, struct kvm *target,
 	xa_init(&imee->pins);
 	imee->vendor = vendor;
 	r = imee_tdp_init(&imee->tdp, vendor->format);
+	if (!r && (vendor->features & IMEE_FEATURE_WALK_COPIES)) {
+		imee->copies = kvcalloc(IMEE_MAX_WALK_COPIES,
+					sizeof(*imee->copies),
+					GFP_KERNEL_ACCOUNT);
+		if (!imee->copies)
+			r = -ENOMEM;
+	}
 	if (r) {
 		imee_free(imee);
 		return r;

@@ -157,6 +157,7 @@ enum imee_action {
 	IMEE_MAP_LOCAL,		/* map the shell page read-write-execute */
 	IMEE_MAP_AGENT,		/* map the agent page to execute (only) */
 	IMEE_MAP_TARGET,	/* map the target page read-only */
+	IMEE_MAP_WALK_COPY,	/* map a private copy of it, writable (NPT walks) */
 	IMEE_STOP_BLIND_SPOT,	/* data access to the agent's page */
 	IMEE_STOP_NEEDS_A_BIT,	/* the walk would write an A/D bit */
 	IMEE_STOP_FORBIDDEN,	/* write to or execution of target memory */
@@ -169,11 +170,15 @@ enum imee_action {
  * the agent, never the target's page.  @exec_only: the format has
  * execute-only leaves (EPT), so a read of agent_gpa stops as the blind
  * spot; without them (NPT) the agent's page is mapped readable and user
- * space finds such reads by their bytes (kernel/API.md).
+ * space finds such reads by their bytes (kernel/API.md).  @walk_copies:
+ * the CPU's guest page walk writes every paging-structure entry it reads
+ * (AMD, nested walks: kernel/README.md), so a walk's write is served by a
+ * private copy of the target page rather than stopped; the target itself is
+ * still never written.
  */
 static inline enum imee_action imee_classify(enum imee_region region,
 					     unsigned int access,
-					     int exec_only)
+					     int exec_only, int walk_copies)
 {
 	switch (region) {
 	case IMEE_REGION_LOCAL:
@@ -189,7 +194,8 @@ static inline enum imee_action imee_classify(enum imee_region region,
 		if (access & IMEE_ACCESS_WRITE) {
 			/* hardware setting an A/D bit during a walk */
 			if (access & IMEE_ACCESS_WALK)
-				return IMEE_STOP_NEEDS_A_BIT;
+				return walk_copies ? IMEE_MAP_WALK_COPY :
+						     IMEE_STOP_NEEDS_A_BIT;
 			return IMEE_STOP_FORBIDDEN;
 		}
 		return IMEE_MAP_TARGET;

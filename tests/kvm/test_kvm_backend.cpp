@@ -306,8 +306,14 @@ TEST_P(AgentBackendTest, RandomizedDifferential) {
   EXPECT_EQ(st.reread_paging_feature, static_cast<std::uint64_t>(ok_1g + fault_1g));
   EXPECT_EQ(st.imee_reads + st.reread_blind_spot, static_cast<std::uint64_t>(succeeded - ok_1g));
   EXPECT_EQ(st.reread_fault, static_cast<std::uint64_t>(faulted - fault_1g));
-  EXPECT_EQ(st.reread_accessed_bit + st.reread_agent_failed, 0u);
+  EXPECT_EQ(st.reread_accessed_bit + st.reread_agent_failed + st.reread_walk_copy, 0u);
   EXPECT_GT(st.imee_reads, 5000u);
+  // On AMD the walks ran through copies of the page tables (every entry has its A bit: no copy
+  // changes), elsewhere through the target's own pages.
+  if (kernel() && test::kernel_walk_copies())
+    EXPECT_GT(st.walk_copies, 0u);
+  else
+    EXPECT_EQ(st.walk_copies, 0u);
   EXPECT_EQ(st.vcpu_resets, 0u);
 }
 
@@ -382,6 +388,36 @@ TEST_P(AgentBackendTest, MissingAccessedBitNeverWritesTheTarget) {
     GTEST_SKIP() << "this CPU set the A bit through a read-only EPT entry (declared: "
                     "IMEE_CPU_WRITES_AD_THROUGH_READONLY_EPT, tests/support/ram_diff.hpp)";
   EXPECT_EQ(e & A, 0u);
+}
+
+TEST_P(AgentBackendTest, PageTableReadBesideAWalkThatSetsAnABitIsTheTargets) {
+  // One batch: a read through a leaf without the A bit, then that leaf's page-table page itself,
+  // as data (k1gVa maps all RAM). The AMD ImEE walks through a private copy of the page and the
+  // walk sets A there (IMEE_FEATURE_WALK_COPIES): the copy must never be what a read returns.
+  const std::uint64_t table = target_->builder.entry_gpa(kNoAccessedVa, 1) & ~(4 * KiB - 1);
+  std::vector<std::byte> a(8), b(4 * KiB), want_a(8), want_b(4 * KiB);
+  std::vector<ReadRequest> reqs{{as(), kNoAccessedVa + 77, a, {}}, {as(), k1gVa + table, b, {}}};
+  const BackendStats before = kvm_->stats();
+  kvm_->read_batch(reqs);
+  ASSERT_TRUE(reqs[0].status.ok()) << reqs[0].status.error().describe();
+  ASSERT_TRUE(reqs[1].status.ok()) << reqs[1].status.error().describe();
+  ASSERT_TRUE(soft_->read(as(), kNoAccessedVa + 77, want_a).ok());
+  ASSERT_TRUE(soft_->read(as(), k1gVa + table, want_b).ok());
+  EXPECT_EQ(a, want_a);
+  EXPECT_EQ(b, want_b) << "the page-table page read as data is not the target's";
+  const BackendStats st = kvm_->stats();
+  std::printf("%s; %llu walk copies, %llu changed\n", who_answered(st).c_str(),
+              static_cast<unsigned long long>(st.walk_copies - before.walk_copies),
+              static_cast<unsigned long long>(st.walk_copies_changed - before.walk_copies_changed));
+  if (!kernel() || !test::kernel_walk_copies()) {
+    EXPECT_EQ(st.walk_copies, 0u);
+    return;
+  }
+  // Who answered: the walk's copy gained the A bit, so the end-of-activation check found it
+  // changed and both reads of the batch went to software.
+  EXPECT_GE(st.walk_copies_changed - before.walk_copies_changed, 1u);
+  EXPECT_EQ(st.reread_walk_copy - before.reread_walk_copy, 2u);
+  EXPECT_EQ(st.imee_reads, before.imee_reads);
 }
 
 TEST_P(AgentBackendTest, PollModeServesReadsFromAnotherThread) {

@@ -4,7 +4,11 @@
 // a missing backend fails the test instead.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/imee.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -26,6 +30,18 @@ inline std::string imee_missing(std::string_view backend) {
   const bool ok =
       backend == "kernel" ? KernelBackend::available(&why) : KvmBackend::available(&why);
   return ok ? std::string() : why;
+}
+
+// The kernel ImEE gives its walks copies of the target's page-table pages in batch mode
+// (IMEE_FEATURE_WALK_COPIES: AMD, whose nested walks write every entry they read).
+inline bool kernel_walk_copies() {
+  const int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (kvm < 0) return false;
+  imee_query q{};
+  const bool yes = ::ioctl(kvm, IMEE_QUERY, &q) == 0 && q.magic == IMEE_MAGIC &&
+                   (q.features & IMEE_FEATURE_WALK_COPIES) != 0;
+  ::close(kvm);
+  return yes;
 }
 
 }  // namespace imee::test

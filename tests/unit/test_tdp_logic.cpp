@@ -15,15 +15,20 @@ constexpr std::uint64_t kRead = 1, kWrite = 2, kFetch = 4, kGlaValid = 1u << 7,
 // #NPF error code bits
 constexpr std::uint64_t kNpfPresent = 1, kNpfWrite = 2, kNpfUser = 4, kNpfFetch = 16,
                         kNpfFinal = 1ull << 32, kNpfWalk = 1ull << 33;
-constexpr bool kExecOnly = true;  // EPT
+constexpr bool kExecOnly = true;    // EPT
+constexpr bool kWalkCopies = true;  // AMD, batch activations
 
 // An EPT violation, classified as the Intel ImEE does.
 imee_action ept(imee_region region, std::uint64_t qual) {
-  return imee_classify(region, imee_ept_access(qual), kExecOnly);
+  return imee_classify(region, imee_ept_access(qual), kExecOnly, !kWalkCopies);
 }
-// A #NPF, classified as the AMD ImEE does.
+// A #NPF, classified as the AMD ImEE does in poll mode (no copies of page-table pages)...
 imee_action npt(imee_region region, std::uint64_t error_code) {
-  return imee_classify(region, imee_npf_access(error_code), !kExecOnly);
+  return imee_classify(region, imee_npf_access(error_code), !kExecOnly, !kWalkCopies);
+}
+// ... and in batch mode.
+imee_action npt_batch(imee_region region, std::uint64_t error_code) {
+  return imee_classify(region, imee_npf_access(error_code), !kExecOnly, kWalkCopies);
 }
 
 TEST(TdpLogic, EptEntriesFollowTheSdm) {
@@ -110,6 +115,20 @@ TEST(TdpLogic, TargetMemoryIsOnlyEverRead) {
             IMEE_STOP_FORBIDDEN);
   EXPECT_EQ(npt(IMEE_REGION_TARGET, kNpfPresent | kNpfUser | kNpfFetch | kNpfFinal),
             IMEE_STOP_FORBIDDEN);
+  // With walk copies, only the walk's write changes: it gets a private copy, never the target.
+  EXPECT_EQ(npt_batch(IMEE_REGION_TARGET, kNpfPresent | kNpfUser | kNpfWrite | kNpfWalk),
+            IMEE_MAP_WALK_COPY);
+  EXPECT_EQ(npt_batch(IMEE_REGION_TARGET, kNpfUser | kNpfWrite | kNpfWalk), IMEE_MAP_WALK_COPY);
+  EXPECT_EQ(npt_batch(IMEE_REGION_TARGET, kNpfUser | kNpfWalk), IMEE_MAP_TARGET);
+  EXPECT_EQ(npt_batch(IMEE_REGION_TARGET, kNpfUser | kNpfFinal), IMEE_MAP_TARGET);
+  EXPECT_EQ(npt_batch(IMEE_REGION_TARGET, kNpfPresent | kNpfUser | kNpfWrite | kNpfFinal),
+            IMEE_STOP_FORBIDDEN);
+  EXPECT_EQ(npt_batch(IMEE_REGION_TARGET, kNpfUser | kNpfFetch | kNpfWalk), IMEE_STOP_FORBIDDEN);
+  // nor anything else: the agent's home and the rest of the GPA space are as without copies
+  for (std::uint64_t e : {kNpfPresent | kNpfUser | kNpfWrite | kNpfWalk, kNpfUser | kNpfFinal,
+                          kNpfUser | kNpfFetch | kNpfFinal})
+    for (imee_region r : {IMEE_REGION_AGENT, IMEE_REGION_LOCAL, IMEE_REGION_NONE})
+      EXPECT_EQ(npt_batch(r, e), npt(r, e)) << r << " " << e;
 }
 
 TEST(TdpLogic, TheAgentsPageOnlyExecutesWhereTheFormatAllowsIt) {

@@ -168,10 +168,10 @@ void print_stats(const Context& ctx, double seconds) {
     std::fprintf(stderr,
                  "stats: kernel: %llu VM exits (%llu EPT violation, %llu exception, %llu "
                  "interrupt, %llu other; by exit reason: %s), %llu activations ended by a "
-                 "fault\n",
+                 "fault, %llu walk copies (%llu changed)\n",
                  n(s.vm_exits), n(s.exits_ept_violation), n(s.exits_exception),
                  n(s.exits_interrupt), n(s.exits_other), exit_reasons_text(s).c_str(),
-                 n(s.fault_activations));
+                 n(s.fault_activations), n(s.walk_copies), n(s.walk_copies_changed));
 }
 
 }  // namespace

@@ -23,9 +23,9 @@ inline constexpr std::uint64_t kMaxReadLength = 256ull << 20;  // per request
 // nothing; the ImEE backends count every read request (a ReadRequest) once, by who answered it:
 // the ImEE, or the software walk re-reading it whole, for the first reason it had to.
 struct BackendStats {
-  std::uint64_t imee_reads = 0;           // answered by the ImEE's agent, all of it
-  std::uint64_t software_rereads = 0;     // re-read by the software walk: the sum of the six below
-  std::uint64_t reread_fault = 0;         // the agent faulted (#PF, #GP, GPA not RAM)
+  std::uint64_t imee_reads = 0;        // answered by the ImEE's agent, all of it
+  std::uint64_t software_rereads = 0;  // re-read by the software walk: the sum of the seven below
+  std::uint64_t reread_fault = 0;      // the agent faulted (#PF, #GP, GPA not RAM)
   std::uint64_t reread_accessed_bit = 0;  // the MMU would have set an A/D bit in target RAM
   std::uint64_t reread_blind_spot = 0;    // resolved to the agent's home again after relocating
   std::uint64_t reread_no_la57 = 0;       // a 5-level address space; this KVM offers no LA57
@@ -33,6 +33,9 @@ struct BackendStats {
   // on a KVM that offers none: AgentBackend::host_paging()).
   std::uint64_t reread_paging_feature = 0;
   std::uint64_t reread_agent_failed = 0;  // the agent as a whole failed (its vCPU was reset)
+  // kernel, AMD: in a batch whose walks' page-table copies no longer equalled the target's pages
+  // when the activation ended (walk_copies_changed below), so no answer of it was used.
+  std::uint64_t reread_walk_copy = 0;
 
   std::uint64_t runs = 0;             // KVM_RUN calls or activations (batch), doorbells (poll)
   std::uint64_t agent_jobs = 0;       // pieces of requests (<= 64 KiB) posted to the agent
@@ -52,6 +55,10 @@ struct BackendStats {
   // The same exits by VMX basic exit reason (index; SDM Vol. 3C Appendix C), e.g. 1 external
   // interrupt, 40 PAUSE (pause-loop exiting), 48 EPT violation.
   std::array<std::uint64_t, 80> exit_reasons{};
+  // kernel, AMD (IMEE_FEATURE_WALK_COPIES): target page-table pages the ImEE gave its walks as
+  // private copies, and of them those that no longer equalled the target's page when the
+  // activation ended (its batch was then re-read in software: reread_walk_copy).
+  std::uint64_t walk_copies = 0, walk_copies_changed = 0;
 };
 
 // "1 external interrupt: 12, 40 PAUSE: 3" for the nonzero entries of exit_reasons.

@@ -193,6 +193,7 @@ bool AgentCore::run_jobs(std::span<Job> jobs, std::vector<Reread>& reread,
       const bool reserved_bit = r.status == IMEE_STATUS_FAULT && r.vector == kPageFault &&
                                 (r.error_code & kPfReservedBit) != 0;
       mark(j, h == Hit::kAccessedBit                     ? Reread::kAccessedBit
+              : h == Hit::kWalkCopy                      ? Reread::kWalkCopy
               : h == Hit::kPagingFeature || reserved_bit ? Reread::kPagingFeature
                                                          : Reread::kFault);
       continue;
@@ -287,8 +288,9 @@ void AgentCore::count(std::span<const ReadRequest> requests, const std::vector<R
                                                                &BackendStats::reread_blind_spot,
                                                                &BackendStats::reread_no_la57,
                                                                &BackendStats::reread_paging_feature,
-                                                               &BackendStats::reread_agent_failed};
-  static_assert(std::size(kByReason) == static_cast<std::size_t>(Reread::kAgentFailed) + 1);
+                                                               &BackendStats::reread_agent_failed,
+                                                               &BackendStats::reread_walk_copy};
+  static_assert(std::size(kByReason) == static_cast<std::size_t>(Reread::kWalkCopy) + 1);
   BackendStats& s = shell_.stats;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     if (reread[i] == Reread::kNone) {

@@ -69,7 +69,8 @@ class AgentCore {
     kBlindSpot,
     kNoLa57,
     kPagingFeature,
-    kAgentFailed
+    kAgentFailed,
+    kWalkCopy
   };
   struct Job {
     AddressSpace space;

@@ -2,6 +2,8 @@
 // the local page tables, the agent's home and its vCPU state.
 #include "agent_shell.hpp"
 
+#include <cpuid.h>
+
 #include <cstring>
 #include <random>
 
@@ -39,6 +41,13 @@ constexpr std::uint64_t kCr0PE = 1ull << 0, kCr0MP = 1ull << 1, kCr0ET = 1ull <<
 constexpr std::uint64_t kCr4PAE = 1ull << 5, kCr4OSFXSR = 1ull << 9, kCr4OSXMMEXCPT = 1ull << 10,
                         kCr4LA57 = 1ull << 12;
 constexpr std::uint64_t kEferLME = 1ull << 8, kEferLMA = 1ull << 10, kEferNXE = 1ull << 11;
+
+// The agent runs on this CPU under KVM: AMD's vendor string ("AuthenticAMD" in EBX, EDX, ECX).
+bool host_cpu_is_amd() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x68747541 && edx == 0x69746e65 &&
+         ecx == 0x444d4163;
+}
 
 int index_at(std::uint64_t va, int level) {
   return (va >> (12 + 9 * (level - 1))) & 511;
@@ -160,6 +169,7 @@ void AgentShell::restart(PagingMode mode, bool nxe) {
   auto& config = *reinterpret_cast<imee_agent_config*>(agent_page() + IMEE_AGENT_CONFIG_OFFSET);
   config.local_cr3 = local_root_[levels];
   config.data_va = data_va_;
+  config.flags = host_cpu_is_amd() ? IMEE_AGENT_SPIN_STI : 0;  // agent/README.md, poll mode
 
   kvm_sregs s = vm_.sregs();
   kvm_segment code{};

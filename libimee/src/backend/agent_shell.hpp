@@ -29,6 +29,7 @@ enum class Hit : std::uint8_t {
   kAccessedBit,    // the MMU would have set an A/D bit in target RAM: re-read in software
   kPagingFeature,  // a reserved-bit #PF: the vCPU lacks a paging feature the target uses
   kBlindSpot,      // it read the agent's home: retry after moving the agent
+  kWalkCopy,       // its batch's page-table copies changed (AMD): re-read in software
 };
 
 class AgentShell {

@@ -45,6 +45,7 @@ class KernelImeeRunner final : public AgentRunner {
   std::atomic<std::uint64_t> last_cr3_{0};
   std::atomic<std::uint32_t> last_paging_{0};
   std::atomic<bool> target_gone_{false};
+  std::atomic<std::uint64_t> walk_copies_{0}, walk_copies_changed_{0};
   const bool home_faults_on_read_ = !(kernel::imee_features() & IMEE_FEATURE_AGENT_READABLE);
 };
 
@@ -101,6 +102,18 @@ bool KernelImeeRunner::absorb_fault(AgentShell& shell, const imee_activate& a) {
   return true;
 }
 
+// An activation's walks used copies of target page-table pages that no longer equal the
+// target's (IMEE_FEATURE_WALK_COPIES): a translation or a byte of the batch may be the copy's.
+// Every request of the batch goes to software (a request that already failed keeps its reason);
+// the agent's later results for them are not used.
+static void distrust_batch(AgentShell& shell) {
+  for (std::size_t i = 0; i < shell.header().count; ++i) {
+    Hit expected = Hit::kNone;
+    shell.hit[i].compare_exchange_strong(expected, Hit::kWalkCopy);
+    shell.served[i] = 0;
+  }
+}
+
 // Activations until the agent halts (batch done, or poll mode stopped). Returns false if the
 // agent failed as a whole.
 bool KernelImeeRunner::run(AgentShell& shell, std::uint32_t mode) {
@@ -108,6 +121,9 @@ bool KernelImeeRunner::run(AgentShell& shell, std::uint32_t mode) {
     const imee_activate a = kernel::activate(imee_.get(), mode, activate_flags_);
     last_cr3_.store(a.target_cr3, std::memory_order_relaxed);
     last_paging_.store(a.target_paging, std::memory_order_relaxed);
+    walk_copies_.fetch_add(a.walk_copies, std::memory_order_relaxed);
+    walk_copies_changed_.fetch_add(a.walk_copies_changed, std::memory_order_relaxed);
+    if (a.walk_copies_changed != 0) distrust_batch(shell);
     switch (a.status) {
       case IMEE_RESULT_DONE:
         return true;
@@ -136,6 +152,8 @@ void KernelImeeRunner::add_stats(BackendStats& stats) const {
   stats.exits_interrupt = k.exits_interrupt;
   stats.exits_other = k.exits_other;
   stats.fault_activations = k.results[IMEE_RESULT_FAULT];
+  stats.walk_copies = walk_copies_.load(std::memory_order_relaxed);
+  stats.walk_copies_changed = walk_copies_changed_.load(std::memory_order_relaxed);
   std::copy(std::begin(k.fault_vectors), std::end(k.fault_vectors),
             stats.exception_vectors.begin());
   static_assert(IMEE_EXIT_REASONS == std::tuple_size_v<decltype(stats.exit_reasons)>);

@@ -7,10 +7,11 @@
 namespace imee {
 
 std::string who_answered(const BackendStats& s) {
-  char line[320];
+  char line[384];
   std::snprintf(line, sizeof line,
                 "%llu reads by the ImEE, %llu re-read by software (%llu fault, %llu accessed "
-                "bit, %llu blind spot, %llu no LA57, %llu paging feature, %llu agent failed)",
+                "bit, %llu blind spot, %llu no LA57, %llu paging feature, %llu agent failed, "
+                "%llu walk copy changed)",
                 static_cast<unsigned long long>(s.imee_reads),
                 static_cast<unsigned long long>(s.software_rereads),
                 static_cast<unsigned long long>(s.reread_fault),
@@ -18,7 +19,8 @@ std::string who_answered(const BackendStats& s) {
                 static_cast<unsigned long long>(s.reread_blind_spot),
                 static_cast<unsigned long long>(s.reread_no_la57),
                 static_cast<unsigned long long>(s.reread_paging_feature),
-                static_cast<unsigned long long>(s.reread_agent_failed));
+                static_cast<unsigned long long>(s.reread_agent_failed),
+                static_cast<unsigned long long>(s.reread_walk_copy));
   return line;
 }
 

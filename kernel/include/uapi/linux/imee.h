@@ -170,7 +170,15 @@ struct imee_activate {
 	__u64 exits_exception;	/* out: exceptions (all intercepted; not NMI) */
 	__u64 exits_interrupt;	/* out: external interrupts (host IRQs) */
 	__u64 exits_other;	/* out: any other reason */
-	__u64 reserved[4];	/* in: 0; out: 0 */
+	/*
+	 * out, IMEE_FEATURE_WALK_COPIES, batch mode: target paging-structure
+	 * pages this activation's walks used as private copies, and how many
+	 * of those no longer equalled the target's page when it ended (then
+	 * no read of the activation may be trusted: kernel/API.md).  Else 0.
+	 */
+	__u32 walk_copies;
+	__u32 walk_copies_changed;
+	__u64 reserved[3];	/* in: 0; out: 0 */
 };
 
 /*
@@ -236,6 +244,12 @@ struct imee_stats {
 #define IMEE_FEATURE_SVM_NPT		(1ULL << 8)
 /* agent_gpa is readable in the ImEE: no IMEE_FAULT_BLIND_SPOT on reads */
 #define IMEE_FEATURE_AGENT_READABLE	(1ULL << 9)
+/*
+ * The CPU's guest page walk writes the entries it reads (AMD nested
+ * paging), so batch activations give walks private copies of the target's
+ * paging-structure pages and check them when they end (walk_copies).
+ */
+#define IMEE_FEATURE_WALK_COPIES	(1ULL << 10)
 
 struct imee_query {
 	__u32 version;		/* out: the kernel's IMEE_VERSION (in: ignored) */
