@@ -511,10 +511,12 @@ static int imee_map_target(struct imee *imee, u64 gfn, u64 gla, bool copy)
 	 * (invalidations and memslot delete/move racing the agent).
 	 *
 	 * A walk copy is checked and installed the same way; what it adds:
-	 * the page mapped is ours, so the target is still never written; the
-	 * target's page is only read again, at the activation's end, through
-	 * the reference kept here -- never mapped, and a bump of gen since
-	 * the install counts as a change without a look at the bytes.  A
+	 * the page mapped is ours, so the target is still never written (an
+	 * agent that writes the copy changes its own view only: entries it
+	 * forges reach no GPA it could not read already, and the end check
+	 * sees the change).  The target's page is read again only at the
+	 * activation's end, through the reference kept here, never mapped;
+	 * a bump of gen since the install counts as a change unseen.  A
 	 * target write to the page after the copy is the race the end check
 	 * exists for; the check is tested with a copy that differs for sure
 	 * (the walk sets an A bit in it):
