@@ -11,8 +11,8 @@
  *  - the data area (IMEE_DATA_PAGES pages at config.data_va in the local address space only): a
  *    header, the request slots, and the output buffer the agent stores the bytes into.
  *
- * Version 2 (config.flags). Any layout change bumps IMEE_AGENT_PROTOCOL_VERSION; the host checks the agent
- * image's config block before it runs it.
+ * Version 2 (1 + config.flags). Any layout change bumps IMEE_AGENT_PROTOCOL_VERSION; the host
+ * checks the agent image's config block before it runs it.
  */
 #ifndef IMEE_AGENT_PROTOCOL_H
 #define IMEE_AGENT_PROTOCOL_H

@@ -5,10 +5,12 @@
 # those two), then the Debian packages (scripts/package-check.sh) and the DKMS build for both
 # kernel series (scripts/dkms-check.sh). The kernel labs run in the background beside the rest,
 # each one Bochs on one core for ~50 minutes; their logs go to BUILD_DIR/kernel-lab-<name>.log and
-# are shown at the end. IMEE_LABS lists them as VENDOR:SERIES words. The default: the VT-x lab
-# with L1 = Debian's 6.1 and 6.12 (scripts/debian-kernels.sh), and the AMD-V lab (kvm-amd) on one
-# of the two series, 6.1 when the commit count is even, 6.12 when it is odd: a fourth Bochs would
-# not fit CI's two cores in 75 minutes (tests/vtx-lab/README.md, "The AMD lab").
+# are shown at the end. IMEE_LABS lists them as VENDOR:SERIES words, e.g. "intel:6.1 intel:6.12
+# amd:6.1" (L1 = Debian's 6.1 or 6.12, scripts/debian-kernels.sh). The default is two labs, one
+# per kernel series and one per vendor, swapped with the parity of the commit count: even, the
+# VT-x lab on 6.1 and the AMD-V lab (kvm-amd) on 6.12; odd, the other way round. So every run
+# covers both series and both vendors, and every pair of them comes round every other commit:
+# three Bochs do not fit CI's two cores in 75 minutes (tests/vtx-lab/README.md, "The AMD lab").
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$repo/build}
@@ -27,9 +29,8 @@ declare -A release=([6.1]=${releases[0]} [6.12]=${releases[1]})
 labs=()  # names: the release (Intel, as before) or amd-<release>
 declare -A lab_pid
 commits=$(git -C "$repo" rev-list --count HEAD 2>/dev/null || echo 0)
-amd_series=6.1
-((commits % 2)) && amd_series=6.12
-echo "== kernel labs: ${IMEE_LABS:=intel:6.1 intel:6.12 amd:$amd_series}"
+if ((commits % 2)); then default_labs="intel:6.12 amd:6.1"; else default_labs="intel:6.1 amd:6.12"; fi
+echo "== kernel labs: ${IMEE_LABS:=$default_labs} (commit count $commits)"
 for word in $IMEE_LABS; do
   vendor=${word%%:*} k=${release[${word#*:}]:-}
   case $vendor in

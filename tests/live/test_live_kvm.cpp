@@ -172,6 +172,7 @@ TEST_P(LiveKvm, RandomReadsAgreeWithTheSoftwareWalkAndRamIsUnchanged) {
     // AMD (IMEE_FEATURE_WALK_COPIES): a batch whose walks set an A bit in a page-table copy was
     // re-read in software as a whole, reads that succeed and reads that fault alike. That is
     // the one excuse: every other read is counted as above.
+    EXPECT_TRUE(test::kernel_walk_copies()) << "walk copies from a kernel without the feature";
     EXPECT_GT(st.walk_copies_changed, 0u);
     EXPECT_EQ(st.imee_reads + st.reread_blind_spot + st.reread_fault + st.reread_walk_copy,
               static_cast<std::uint64_t>(kReads));
